@@ -1,0 +1,241 @@
+"""The network: architecture resolution, initialisation, forward and backward.
+
+The architecture is resolved once per fit from the estimator's parameters
+and the image shape into a list of frozen block descriptions; everything
+else here is a pure function of (architecture, parameters, data).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._layers import (
+    ACTIVATION_GRADS,
+    ACTIVATIONS,
+    avgpool_backward,
+    avgpool_forward,
+    conv2d_backward,
+    conv2d_forward,
+    maxpool_backward,
+    maxpool_forward,
+)
+from ._losses import OUTPUTS
+
+
+@dataclass(frozen=True)
+class ConvBlock:
+    """conv -> activation -> pool, with every size already resolved."""
+
+    in_shape: tuple  # (H, W, C)
+    kernel: tuple  # (kh, kw), clipped to the map for "valid" padding
+    filters: int
+    stride: int
+    pads: tuple  # ((top, bottom), (left, right))
+    conv_hw: tuple  # conv rows/cols actually computed (what the pool reads)
+    pool: tuple  # (ph, pw); (1, 1) means no pooling
+    pooling: str  # "max" | "avg"
+    out_shape: tuple  # (H', W', F) after pooling
+
+
+@dataclass(frozen=True)
+class Architecture:
+    conv_blocks: tuple
+    dense_sizes: tuple  # (n_flat, hidden..., n_outputs)
+    activation: str
+    out_activation: str
+
+    @property
+    def coef_shapes(self):
+        shapes = [b.kernel + (b.in_shape[2], b.filters) for b in self.conv_blocks]
+        shapes += list(zip(self.dense_sizes[:-1], self.dense_sizes[1:]))
+        return shapes
+
+    def max_values_per_sample(self):
+        """Largest number of activation values one sample occupies at once."""
+        sizes = [int(np.prod(self.conv_blocks[0].in_shape))] if self.conv_blocks else []
+        for b in self.conv_blocks:
+            kh, kw = b.kernel
+            # the im2col buffer is the largest array of a conv layer
+            sizes.append(b.conv_hw[0] * b.conv_hw[1] * kh * kw * b.in_shape[2])
+            sizes.append(b.conv_hw[0] * b.conv_hw[1] * b.filters)
+        sizes.extend(self.dense_sizes)
+        return max(sizes)
+
+
+def _conv_geometry(size, kernel, stride, padding):
+    """(kernel, pad_before, pad_after, out) along one axis, Keras conventions."""
+    if padding == "same":
+        out = -(-size // stride)
+        total = max((out - 1) * stride + kernel - size, 0)
+        # an odd total puts the extra row/column at the bottom/right
+        return kernel, total // 2, total - total // 2, out
+    kernel = min(kernel, size)  # a kernel larger than the map is clipped
+    return kernel, 0, 0, (size - kernel) // stride + 1
+
+
+def build_architecture(
+    image_shape,
+    conv_filters,
+    kernel_size,
+    pool_size,
+    padding,
+    pooling,
+    hidden_layer_sizes,
+    n_outputs,
+    activation,
+    out_activation,
+    strides=1,
+):
+    """Resolve every layer's size for images of ``image_shape`` = (H, W, C)."""
+    blocks = []
+    shape = tuple(int(s) for s in image_shape)
+    for filters in conv_filters:
+        height, width, channels = shape
+        kh, top, bottom, conv_h = _conv_geometry(height, kernel_size, strides, padding)
+        kw, left, right, conv_w = _conv_geometry(width, kernel_size, strides, padding)
+        ph, pw = min(pool_size, conv_h), min(pool_size, conv_w)
+        out_h, out_w = conv_h // ph, conv_w // pw
+        blocks.append(
+            ConvBlock(
+                in_shape=shape,
+                kernel=(kh, kw),
+                filters=int(filters),
+                stride=strides,
+                pads=((top, bottom), (left, right)),
+                # floor-mode pooling never reads the trailing rows/columns,
+                # so they are not computed at all
+                conv_hw=(out_h * ph, out_w * pw),
+                pool=(ph, pw),
+                pooling=pooling,
+                out_shape=(out_h, out_w, int(filters)),
+            )
+        )
+        shape = blocks[-1].out_shape
+    dense = (int(np.prod(shape)),) + tuple(int(s) for s in hidden_layer_sizes)
+    return Architecture(
+        conv_blocks=tuple(blocks),
+        dense_sizes=dense + (int(n_outputs),),
+        activation=activation,
+        out_activation=out_activation,
+    )
+
+
+def initialize(arch, rng, dtype):
+    """He-uniform weights for ReLU, Glorot-uniform otherwise; zero intercepts.
+
+    He scaling keeps the activations' variance constant through ReLU layers,
+    which lets the deep conv stack train from the first epoch; Glorot is
+    MLPClassifier's choice for the saturating activations (factor 2 for
+    logistic, as there).
+    """
+    coefs, intercepts = [], []
+    for shape in arch.coef_shapes:
+        receptive = int(np.prod(shape[:-2]))
+        fan_in, fan_out = receptive * shape[-2], receptive * shape[-1]
+        if arch.activation == "relu":
+            bound = np.sqrt(6.0 / fan_in)
+        else:
+            factor = 2.0 if arch.activation == "logistic" else 6.0
+            bound = np.sqrt(factor / (fan_in + fan_out))
+        coefs.append(rng.uniform(-bound, bound, shape).astype(dtype))
+        intercepts.append(np.zeros(shape[-1], dtype=dtype))
+    return coefs, intercepts
+
+
+def forward(arch, coefs, intercepts, x, train=True):
+    """Logits for images ``x`` of shape (n, H, W, C).
+
+    With ``train=False`` no cache is kept (inference skips all backward
+    bookkeeping) and the returned caches are None.
+    """
+    act = ACTIVATIONS[arch.activation]
+    caches = []
+    a = x
+    n_conv = len(arch.conv_blocks)
+    for block, W, b in zip(arch.conv_blocks, coefs, intercepts):
+        z, conv_cache = conv2d_forward(a, W, block.stride, block.pads, block.conv_hw)
+        ph, pw = block.pool
+        if not train:
+            conv_cache = None
+        if block.pooling == "max":
+            # max-pool commutes with a per-channel bias and any non-decreasing
+            # activation, so pool first: the two passes after it are ph*pw
+            # times smaller
+            z, pool_cache = maxpool_forward(z, ph, pw, need_cache=train)
+            z += b
+            a = act(z)
+        else:
+            z += b
+            z = act(z)
+            a, pool_cache = avgpool_forward(z, ph, pw, need_cache=train)
+        caches.append((conv_cache, pool_cache, z))
+    a = a.reshape(a.shape[0], -1)
+    dense_coefs = coefs[n_conv:]
+    for k, (W, b) in enumerate(zip(dense_coefs, intercepts[n_conv:])):
+        caches.append(a)
+        z = a @ W
+        z += b
+        a = z if k == len(dense_coefs) - 1 else act(z)
+    return a, (caches if train else None)
+
+
+def backward(arch, coefs, caches, dlogits, need_dx=False):
+    """Gradients of the loss w.r.t. every coef and intercept, given d/dlogits."""
+    act_grad = ACTIVATION_GRADS[arch.activation]
+    n_conv = len(arch.conv_blocks)
+    n_layers = len(coefs)
+    coef_grads = [None] * n_layers
+    intercept_grads = [None] * n_layers
+    delta = dlogits
+    for k in range(n_layers - 1, n_conv - 1, -1):
+        a_in = caches[k]
+        coef_grads[k] = a_in.T @ delta
+        intercept_grads[k] = delta.sum(axis=0)
+        if k == 0 and not need_dx:
+            return coef_grads, intercept_grads, None
+        delta = delta @ coefs[k].T
+        if k > n_conv:
+            delta = act_grad(a_in, delta)
+    if n_conv:
+        last = arch.conv_blocks[-1]
+        delta = delta.reshape((delta.shape[0],) + last.out_shape)
+    for k in range(n_conv - 1, -1, -1):
+        block = arch.conv_blocks[k]
+        conv_cache, pool_cache, a_act = caches[k]
+        ph, pw = block.pool
+        if block.pooling == "max":
+            delta = act_grad(a_act, delta)
+            intercept_grads[k] = delta.sum(axis=(0, 1, 2))
+            delta = maxpool_backward(delta, pool_cache, ph, pw)
+        else:
+            delta = avgpool_backward(delta, pool_cache, ph, pw)
+            delta = act_grad(a_act, delta)
+            intercept_grads[k] = delta.sum(axis=(0, 1, 2))
+        delta, coef_grads[k] = conv2d_backward(
+            delta,
+            conv_cache,
+            coefs[k],
+            block.stride,
+            block.pads,
+            need_dx=need_dx or k > 0,
+        )
+    return coef_grads, intercept_grads, delta
+
+
+def loss_and_gradients(arch, coefs, intercepts, x, Y, sample_weight, alpha):
+    """Regularised loss and its gradients, with MLPClassifier's L2 convention.
+
+    loss = mean (sample-weighted) cross-entropy
+           + 0.5 * alpha * sum(W ** 2) / n,
+    n being the number of samples (or the sum of their weights); intercepts
+    are not penalised.
+    """
+    logits, caches = forward(arch, coefs, intercepts, x, train=True)
+    loss, dlogits, total = OUTPUTS[arch.out_activation][1](logits, Y, sample_weight)
+    coef_grads, intercept_grads, _ = backward(arch, coefs, caches, dlogits)
+    if alpha:
+        scale = alpha / total
+        loss += 0.5 * scale * sum(float(np.vdot(W, W)) for W in coefs)
+        for g, W in zip(coef_grads, coefs):
+            g += W.dtype.type(scale) * W
+    return loss, coef_grads, intercept_grads

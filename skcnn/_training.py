@@ -1,0 +1,152 @@
+"""The stochastic training loop, with MLPClassifier's stopping semantics.
+
+These functions drive a :class:`~skcnn.CNNClassifier` through its epochs;
+they read its parameters and update its fitted attributes in place.
+"""
+
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score
+from sklearn.model_selection import train_test_split
+from sklearn.utils import gen_batches
+
+from ._network import loss_and_gradients
+
+
+def fit_stochastic(est, X, Y, sample_weight, incremental):
+    dtype = est.coefs_[0].dtype
+    if est.early_stopping:
+        stratify = Y if est.n_outputs_ == 1 else Y.argmax(axis=1)
+        split = train_test_split(
+            X,
+            Y,
+            *([] if sample_weight is None else [sample_weight]),
+            random_state=est._random_state,
+            test_size=est.validation_fraction,
+            stratify=stratify,
+        )
+        X, X_val, Y, Y_val = split[:4]
+        sw_val = None
+        if sample_weight is not None:
+            sample_weight, sw_val = split[4:]
+        if X_val.shape[0] < 2:
+            raise ValueError(
+                "The validation set is too small. Increase 'validation_fraction' "
+                "or the size of your dataset."
+            )
+        y_val = est._label_binarizer.inverse_transform(Y_val)
+
+    n_samples = X.shape[0]
+    if est.batch_size == "auto":
+        batch_size = min(200, n_samples)
+    else:
+        if est.batch_size > n_samples:
+            warnings.warn(
+                "Got `batch_size` less than 1 or larger than sample size. "
+                "It is going to be clipped.",
+                stacklevel=3,
+            )
+        batch_size = int(np.clip(est.batch_size, 1, n_samples))
+
+    params = est.coefs_ + est.intercepts_
+    arch = est._arch
+    sample_idx = np.arange(n_samples)
+    est.n_iter_ = 0
+    try:
+        for _ in range(est.max_iter):
+            if est.shuffle:
+                sample_idx = est._random_state.permutation(n_samples)
+            accumulated_loss = 0.0
+            for batch in gen_batches(n_samples, batch_size):
+                idx = sample_idx[batch]
+                sw = None if sample_weight is None else sample_weight[idx]
+                if sw is not None and not sw.any():
+                    continue  # a batch of zero weight carries no gradient
+                xb = X[idx].reshape((-1,) + est.image_shape_)
+                loss, coef_grads, intercept_grads = loss_and_gradients(
+                    arch,
+                    est.coefs_,
+                    est.intercepts_,
+                    xb,
+                    Y[idx].astype(dtype),
+                    sw,
+                    est.alpha,
+                )
+                if not np.isfinite(loss):
+                    _diverged(est)
+                est._optimizer.update_params(params, coef_grads + intercept_grads)
+                accumulated_loss += loss * len(idx)
+
+            if not all(np.isfinite(p).all() for p in params):
+                _diverged(est)
+            est.n_iter_ += 1
+            est.loss_ = accumulated_loss / n_samples
+            est.t_ += n_samples
+            est.loss_curve_.append(est.loss_)
+            if est.verbose:
+                print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
+
+            if est.early_stopping:
+                _update_validation(est, X_val, y_val, sw_val)
+            else:
+                _update_training_loss(est)
+            est._optimizer.iteration_ends(est.t_)
+
+            if est._no_improvement_count > est.n_iter_no_change:
+                what = "Validation score" if est.early_stopping else "Training loss"
+                msg = (
+                    f"{what} did not improve more than tol={est.tol:f} for "
+                    f"{est.n_iter_no_change} consecutive epochs."
+                )
+                if est._optimizer.trigger_stopping(msg, est.verbose):
+                    break
+                est._no_improvement_count = 0
+            if incremental:
+                break
+            if est.n_iter_ == est.max_iter:
+                warnings.warn(
+                    f"Stochastic Optimizer: Maximum iterations ({est.max_iter}) "
+                    "reached and the optimization hasn't converged yet.",
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
+    except KeyboardInterrupt:
+        warnings.warn("Training interrupted by user.", stacklevel=3)
+
+    if est.early_stopping:
+        # restore the best weights, in place so coefs_ stay the live arrays
+        for p, best in zip(params, est._best_coefs + est._best_intercepts):
+            p[...] = best
+
+
+def _diverged(est):
+    raise ValueError(
+        f"Training diverged in epoch {est.n_iter_ + 1}: the loss or the "
+        "weights became non-finite. Use a smaller learning_rate_init "
+        f"(currently {est.learning_rate_init}) or scale the input features."
+    )
+
+
+def _update_validation(est, X_val, y_val, sw_val):
+    score = accuracy_score(y_val, est._predict(X_val), sample_weight=sw_val)
+    est.validation_scores_.append(score)
+    if est.verbose:
+        print("Validation score: %f" % score)
+    if score < est.best_validation_score_ + est.tol:
+        est._no_improvement_count += 1
+    else:
+        est._no_improvement_count = 0
+    if score > est.best_validation_score_:
+        est.best_validation_score_ = score
+        est._best_coefs = [c.copy() for c in est.coefs_]
+        est._best_intercepts = [b.copy() for b in est.intercepts_]
+
+
+def _update_training_loss(est):
+    if est.loss_curve_[-1] > est.best_loss_ - est.tol:
+        est._no_improvement_count += 1
+    else:
+        est._no_improvement_count = 0
+    est.best_loss_ = min(est.best_loss_, est.loss_curve_[-1])

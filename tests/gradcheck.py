@@ -1,0 +1,28 @@
+"""Central finite differences, the oracle for every backward pass."""
+
+import numpy as np
+from numpy.testing import assert_allclose
+
+STEP = 1e-5
+
+
+def numeric_gradient(f, x, step=STEP):
+    """d f() / d x by central differences, perturbing ``x`` in place."""
+    grad = np.zeros_like(x)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        orig = flat[i]
+        flat[i] = orig + step
+        up = f()
+        flat[i] = orig - step
+        down = f()
+        flat[i] = orig
+        gflat[i] = (up - down) / (2 * step)
+    return grad
+
+
+def assert_gradient(analytic, f, x):
+    """The issue's tolerance: |analytic - numeric| <= 1e-6 |numeric| + 1e-9."""
+    assert analytic.shape == x.shape
+    assert analytic.dtype == np.float64
+    assert_allclose(analytic, numeric_gradient(f, x), rtol=1e-6, atol=1e-9)

@@ -1,0 +1,211 @@
+"""Finite-difference checks of every layer's backward pass, in float64.
+
+Each layer output ``out`` is reduced to the scalar ``sum(G * out)`` for a
+fixed random ``G``, so the backward pass receives ``G`` as its upstream
+gradient and must return the exact derivative of that scalar.
+"""
+
+import numpy as np
+import pytest
+from gradcheck import assert_gradient
+from numpy.testing import assert_array_equal
+from scipy.special import expit
+
+from skcnn._layers import (
+    ACTIVATION_GRADS,
+    ACTIVATIONS,
+    avgpool_backward,
+    avgpool_forward,
+    conv2d_backward,
+    conv2d_forward,
+    maxpool_backward,
+    maxpool_forward,
+)
+from skcnn._losses import logistic_cross_entropy, softmax_cross_entropy
+from skcnn._network import _conv_geometry
+
+
+def _pads(h, w, kh, kw, stride, padding):
+    _, top, bottom, out_h = _conv_geometry(h, kh, stride, padding)
+    _, left, right, out_w = _conv_geometry(w, kw, stride, padding)
+    return ((top, bottom), (left, right)), (out_h, out_w)
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, stride, padding",
+    [
+        ((2, 5, 5, 1), (3, 3), 1, "valid"),
+        ((2, 6, 7, 3), (3, 3), 2, "valid"),  # stride 2, non-square, channels
+        ((2, 5, 4, 2), (3, 3), 1, "same"),
+        ((1, 6, 5, 2), (2, 2), 1, "same"),  # even kernel: extra pad bottom/right
+        ((1, 7, 6, 2), (4, 3), 2, "same"),  # stride 2 with "same"
+        ((2, 4, 6, 2), (4, 2), 1, "valid"),  # non-square kernel
+    ],
+)
+def test_conv2d_gradients(shape, kernel, stride, padding):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape)
+    W = rng.standard_normal(kernel + (shape[3], 3))
+    pads, out_hw = _pads(shape[1], shape[2], *kernel, stride, padding)
+    out, cache = conv2d_forward(x, W, stride, pads)
+    assert out.shape[1:3] == out_hw
+    G = rng.standard_normal(out.shape)
+    dx, dW = conv2d_backward(G, cache, W, stride, pads)
+
+    def f():
+        return np.sum(G * conv2d_forward(x, W, stride, pads)[0])
+
+    assert_gradient(dx, f, x)
+    assert_gradient(dW, f, W)
+
+
+def test_conv2d_matches_direct_correlation():
+    # an independent oracle for the forward pass: the textbook 6-loop sum
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 6, 5, 2))
+    W = rng.standard_normal((3, 2, 2, 4))
+    stride, pads = 2, ((1, 1), (0, 1))
+    out, _ = conv2d_forward(x, W, stride, pads)
+    xp = np.pad(x, ((0, 0), (1, 1), (0, 1), (0, 0)))
+    expected = np.zeros_like(out)
+    for n in range(out.shape[0]):
+        for i in range(out.shape[1]):
+            for j in range(out.shape[2]):
+                patch = xp[n, i * stride : i * stride + 3, j * stride : j * stride + 2]
+                expected[n, i, j] = np.tensordot(patch, W, axes=3)
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+
+
+def test_conv2d_partial_output_and_no_input_gradient():
+    # computing only the rows a floor-mode pool reads gives the same values,
+    # and the dropped rows receive a zero gradient
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 6, 6, 2))
+    W = rng.standard_normal((3, 3, 2, 3))
+    full, _ = conv2d_forward(x, W)
+    part, cache = conv2d_forward(x, W, out_hw=(3, 2))
+    assert_array_equal(part, full[:, :3, :2])
+    G = rng.standard_normal(part.shape)
+    dx, dW = conv2d_backward(G, cache, W)
+
+    def f():
+        return np.sum(G * conv2d_forward(x, W, out_hw=(3, 2))[0])
+
+    assert_gradient(dx, f, x)
+    assert_gradient(dW, f, W)
+    none, dW2 = conv2d_backward(G, cache, W, need_dx=False)
+    assert none is None
+    assert_array_equal(dW2, dW)
+
+
+def _distinct(rng, shape):
+    """Values at least 1e-3 apart: no pooling ties, even after a 1e-5 step."""
+    return rng.permutation(np.arange(np.prod(shape))).reshape(shape) * 1e-3
+
+
+@pytest.mark.parametrize(
+    "shape, window",
+    [
+        ((2, 4, 4, 2), (2, 2)),
+        ((2, 5, 7, 3), (2, 2)),  # odd sizes: trailing row/column dropped
+        ((1, 7, 5, 2), (3, 2)),
+        ((1, 3, 3, 1), (3, 3)),  # window covering the whole map
+    ],
+)
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pool_gradients(shape, window, kind):
+    rng = np.random.default_rng(3)
+    x = _distinct(rng, shape)
+    fwd = maxpool_forward if kind == "max" else avgpool_forward
+    out, cache = fwd(x, *window)
+    assert out.shape == (
+        shape[0],
+        shape[1] // window[0],
+        shape[2] // window[1],
+        shape[3],
+    )
+    G = rng.standard_normal(out.shape)
+    if kind == "max":
+        dx = maxpool_backward(G, cache, *window)
+    else:
+        dx = avgpool_backward(G, cache, *window)
+    assert_gradient(dx, lambda: np.sum(G * fwd(x, *window)[0]), x)
+
+
+def test_maxpool_matches_reference_and_ties_go_to_first_element():
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 3, size=(3, 5, 6, 2)).astype(np.float64)  # many ties
+    out, cache = maxpool_forward(x, 2, 2)
+    windows = x[:, :4, :6].reshape(3, 2, 2, 3, 2, 2).transpose(0, 1, 3, 5, 2, 4)
+    windows = windows.reshape(3, 2, 3, 2, 4)
+    assert_array_equal(out, windows.max(axis=-1))
+    # the whole upstream gradient lands on the first maximal element (argmax)
+    G = rng.standard_normal(out.shape)
+    dx = maxpool_backward(G, cache, 2, 2)
+    first = windows.argmax(axis=-1)
+    expected = np.zeros((3, 2, 3, 2, 4))
+    np.put_along_axis(expected, first[..., None], G[..., None], axis=-1)
+    expected = expected.reshape(3, 2, 3, 2, 2, 2).transpose(0, 1, 4, 2, 5, 3)
+    assert_array_equal(dx[:, :4], expected.reshape(3, 4, 6, 2))
+    assert_array_equal(dx[:, 4], 0)
+    out_fast, none = maxpool_forward(x, 2, 2, need_cache=False)
+    assert none is None
+    assert_array_equal(out_fast, out)
+
+
+@pytest.mark.parametrize("name", ["identity", "relu", "tanh", "logistic"])
+def test_activation_gradients(name):
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((4, 6))
+    z[np.abs(z) < 1e-3] = 0.5  # away from the ReLU kink
+    G = rng.standard_normal(z.shape)
+
+    def f():
+        return np.sum(G * ACTIVATIONS[name](z.copy()))
+
+    a = ACTIVATIONS[name](z.copy())
+    dz = ACTIVATION_GRADS[name](a, G.copy())
+    assert_gradient(dz, f, z)
+
+
+def test_activation_values():
+    z = np.array([-800.0, -1.0, 0.0, 2.0, 800.0])
+    np.testing.assert_allclose(ACTIVATIONS["logistic"](z.copy()), expit(z))
+    np.testing.assert_allclose(ACTIVATIONS["relu"](z.copy()), np.maximum(z, 0))
+    np.testing.assert_allclose(ACTIVATIONS["tanh"](z.copy()), np.tanh(z))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_softmax_cross_entropy(weighted):
+    rng = np.random.default_rng(6)
+    z = rng.standard_normal((5, 4))
+    Y = np.eye(4)[rng.integers(0, 4, 5)]
+    sw = rng.uniform(0.5, 2, 5) if weighted else None
+    loss, grad, total = softmax_cross_entropy(z, Y, sw)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    w = np.ones(5) if sw is None else sw
+    np.testing.assert_allclose(loss, -np.sum(w * np.log(p[Y == 1])) / w.sum())
+    assert total == pytest.approx(w.sum())
+    assert_gradient(grad, lambda: softmax_cross_entropy(z, Y, sw)[0], z)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_logistic_cross_entropy(weighted):
+    rng = np.random.default_rng(7)
+    z = rng.standard_normal((6, 1)) * 3
+    Y = rng.integers(0, 2, (6, 1)).astype(float)
+    sw = rng.uniform(0.5, 2, 6) if weighted else None
+    loss, grad, _ = logistic_cross_entropy(z, Y, sw)
+    p = 1 / (1 + np.exp(-z))
+    w = np.ones(6) if sw is None else sw
+    expected = -np.sum(w * (Y * np.log(p) + (1 - Y) * np.log(1 - p)).ravel())
+    np.testing.assert_allclose(loss, expected / w.sum())
+    assert_gradient(grad, lambda: logistic_cross_entropy(z, Y, sw)[0], z)
+
+
+def test_losses_stay_finite_for_extreme_logits():
+    z = np.array([[1000.0, -1000.0], [-1000.0, 1000.0]])
+    loss, grad, _ = softmax_cross_entropy(z, np.array([[0.0, 1.0], [0.0, 1.0]]))
+    assert np.isfinite(loss) and np.isfinite(grad).all()
+    loss, grad, _ = logistic_cross_entropy(z[:, :1], np.array([[0.0], [1.0]]))
+    assert np.isfinite(loss) and np.isfinite(grad).all()

@@ -1,0 +1,98 @@
+"""The whole network: architecture resolution and exact loss gradients."""
+
+import numpy as np
+import pytest
+from gradcheck import assert_gradient
+
+from skcnn._network import build_architecture, initialize, loss_and_gradients
+
+ARCHS = {
+    # name: (image_shape, conv_filters, kernel, pool, padding, pooling, hidden, act)
+    "reference-like": ((8, 8, 1), (3, 4), 3, 2, "valid", "max", (5,), "relu"),
+    "same-avg-rect": ((7, 5, 2), (3,), 3, 2, "same", "avg", (4,), "tanh"),
+    "clipped": ((3, 2, 3), (2, 3), 5, 4, "valid", "max", (4,), "logistic"),
+    "even-kernel": ((6, 6, 1), (2,), 2, 3, "same", "max", (3, 4), "identity"),
+    "mlp-only": ((1, 1, 5), (), 3, 2, "valid", "max", (6,), "relu"),
+}
+
+
+def _setup(name, n_outputs, seed=0):
+    image, filters, kernel, pool, padding, pooling, hidden, act = ARCHS[name]
+    out_act = "softmax" if n_outputs > 1 else "logistic"
+    arch = build_architecture(
+        image, filters, kernel, pool, padding, pooling, hidden, n_outputs, act, out_act
+    )
+    rng = np.random.RandomState(seed)
+    coefs, intercepts = initialize(arch, rng, np.float64)
+    # non-zero intercepts so their gradients are exercised everywhere
+    intercepts = [rng.uniform(-0.2, 0.2, b.shape) for b in intercepts]
+    x = rng.uniform(0, 1, (4,) + tuple(image))
+    return arch, coefs, intercepts, x, rng
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+@pytest.mark.parametrize("n_outputs", [1, 3])
+def test_network_gradients_wrt_every_parameter(name, n_outputs):
+    arch, coefs, intercepts, x, rng = _setup(name, n_outputs)
+    if n_outputs == 1:
+        Y = rng.randint(0, 2, (4, 1)).astype(float)
+    else:
+        Y = np.eye(n_outputs)[rng.randint(0, n_outputs, 4)]
+    sw = rng.uniform(0.5, 2.0, 4)
+    alpha = 0.3
+
+    def loss():
+        return loss_and_gradients(arch, coefs, intercepts, x, Y, sw, alpha)[0]
+
+    _, coef_grads, intercept_grads = loss_and_gradients(
+        arch, coefs, intercepts, x, Y, sw, alpha
+    )
+    assert len(coef_grads) == len(coefs) == len(intercepts)
+    for W, g in zip(coefs, coef_grads):
+        assert_gradient(g, loss, W)
+    for b, g in zip(intercepts, intercept_grads):
+        assert_gradient(g, loss, b)
+
+
+def test_reference_architecture_shapes():
+    arch = build_architecture(
+        (28, 28, 1), (32, 64), 3, 2, "valid", "max", (64,), 10, "relu", "softmax"
+    )
+    assert arch.coef_shapes == [(3, 3, 1, 32), (3, 3, 32, 64), (1600, 64), (64, 10)]
+    first, second = arch.conv_blocks
+    assert first.out_shape == (13, 13, 32)
+    assert second.conv_hw == (10, 10)  # the 11th row/column is never pooled
+    assert second.out_shape == (5, 5, 64)
+
+
+@pytest.mark.parametrize(
+    "image, kernel, pool, padding, expected_kernel, expected_out",
+    [
+        ((1, 1, 2), 3, 2, "valid", (1, 1), (1, 1)),
+        ((2, 9, 1), 3, 2, "valid", (2, 3), (1, 3)),
+        ((5, 5, 1), 3, 2, "same", (3, 3), (2, 2)),
+        ((4, 4, 1), 6, 8, "same", (6, 6), (1, 1)),
+    ],
+)
+def test_small_maps_clip_kernels_and_windows(
+    image, kernel, pool, padding, expected_kernel, expected_out
+):
+    arch = build_architecture(
+        image, (2, 2), kernel, pool, padding, "max", (3,), 2, "relu", "softmax"
+    )
+    assert arch.conv_blocks[0].kernel == expected_kernel
+    assert arch.conv_blocks[-1].out_shape[:2] == (1, 1) or padding == "same"
+    assert arch.conv_blocks[0].out_shape[:2] == expected_out
+    for block in arch.conv_blocks:
+        assert min(block.out_shape) >= 1
+
+
+def test_float32_end_to_end_keeps_float32():
+    arch, coefs, intercepts, x, rng = _setup("reference-like", 3)
+    coefs = [c.astype(np.float32) for c in coefs]
+    intercepts = [b.astype(np.float32) for b in intercepts]
+    Y = np.eye(3, dtype=np.float32)[rng.randint(0, 3, 4)]
+    _, cg, ig = loss_and_gradients(
+        arch, coefs, intercepts, x.astype(np.float32), Y, None, 1e-4
+    )
+    assert all(g.dtype == np.float32 for g in cg + ig)
