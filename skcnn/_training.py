@@ -1,18 +1,84 @@
-"""The stochastic training loop, with MLPClassifier's stopping semantics.
+"""Training state and the stochastic loop, with MLPClassifier's semantics.
 
-These functions drive a :class:`~skcnn.CNNClassifier` through its epochs;
-they read its parameters and update its fitted attributes in place.
+These functions set up a :class:`~skcnn.CNNClassifier`'s fitted state (its
+classes, architecture, weights and optimizer) and drive it through its
+epochs, updating the fitted attributes in place.
 """
 
 import warnings
+from numbers import Integral
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import train_test_split
-from sklearn.utils import gen_batches
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state, gen_batches
+from sklearn.utils.multiclass import unique_labels
 
-from ._network import loss_and_gradients
+from ._network import build_architecture, initialize, loss_and_gradients
+from ._optimizers import make_optimizer
+
+
+def encode_targets(est, y, refit_classes, incremental):
+    """Binarize y, with MLPClassifier's rules for which classes are allowed."""
+    if refit_classes:
+        est._label_binarizer = LabelBinarizer().fit(y)
+        est.classes_ = est._label_binarizer.classes_
+        return est._label_binarizer.transform(y).astype(bool)
+    if not hasattr(est, "_label_binarizer"):  # first partial_fit call
+        est._label_binarizer = LabelBinarizer().fit(est.classes_)
+    classes = unique_labels(y)
+    if not incremental:
+        if set(classes) != set(est.classes_):
+            raise ValueError(
+                "warm_start can only be used where `y` has the same classes as "
+                f"in the previous call to fit. Previously got {est.classes_}, "
+                f"`y` has {classes}."
+            )
+    elif len(np.setdiff1d(classes, est.classes_, assume_unique=True)):
+        raise ValueError(
+            f"`y` has classes not in `est.classes_`. `est.classes_` has "
+            f"{est.classes_}. `y` has {classes}."
+        )
+    return est._label_binarizer.transform(y).astype(bool)
+
+
+def initialize_state(est, image_shape, n_outputs, dtype):
+    est._random_state = check_random_state(est.random_state)
+    multiclass = est._label_binarizer.y_type_ == "multiclass"
+    est.out_activation_ = "softmax" if multiclass else "logistic"
+    est.n_outputs_ = n_outputs
+    est.image_shape_ = tuple(image_shape)
+    est._arch = build_architecture(
+        image_shape,
+        as_tuple(est.conv_filters),
+        est.kernel_size,
+        est.pool_size,
+        est.padding,
+        est.pooling,
+        as_tuple(est.hidden_layer_sizes),
+        n_outputs,
+        est.activation,
+        est.out_activation_,
+    )
+    est.coefs_, est.intercepts_ = initialize(est._arch, est._random_state, dtype)
+    est.n_layers_ = len(est.coefs_) + 1
+    est._optimizer = make_optimizer(est, est.coefs_ + est.intercepts_)
+    est.n_iter_ = 0
+    est.t_ = 0
+    est.loss_curve_ = []
+    est._no_improvement_count = 0
+    if est.early_stopping:
+        est.validation_scores_ = []
+        est.best_validation_score_ = -np.inf
+        est.best_loss_ = None
+    else:
+        est.validation_scores_ = None
+        est.best_validation_score_ = None
+        est.best_loss_ = np.inf
+    est._best_coefs = [c.copy() for c in est.coefs_]
+    est._best_intercepts = [b.copy() for b in est.intercepts_]
 
 
 def fit_stochastic(est, X, Y, sample_weight, incremental):
@@ -150,3 +216,10 @@ def _update_training_loss(est):
     else:
         est._no_improvement_count = 0
     est.best_loss_ = min(est.best_loss_, est.loss_curve_[-1])
+
+
+def as_tuple(value):
+    """A layer-size parameter (an int or a sequence of ints) as a tuple."""
+    if isinstance(value, Integral):
+        return (int(value),)
+    return tuple(int(v) for v in value)
