@@ -44,7 +44,7 @@ def split_images(X):
     shape = tuple(int(s) for s in X.shape[1:]) + ((1,) if X.ndim == 3 else ())
     if min(shape, default=0) < 1 or X.shape[0] < 1:
         # leave empty arrays to validate_data's standard error message
-        return np.asarray(X).reshape(X.shape[0], -1), None
+        return np.asarray(X).reshape(X.shape[0], int(np.prod(shape))), None
     # reshape is a view for C-ordered input and a private copy otherwise: the
     # caller's array is never written to
     return np.asarray(X).reshape(X.shape[0], -1), shape
@@ -133,3 +133,17 @@ def compute_dtype(X):
         return np.float64 if is_float64 and all(is_float64) else np.float32
     dtype = getattr(X, "dtype", None)
     return np.float64 if dtype == np.float64 else np.float32
+
+
+# Inputs this large overflow float32 activations within a layer or two.
+MAX_ABS_VALUE = 1e30
+
+
+def check_magnitude(X):
+    """Reject finite but absurdly large inputs before they become NaNs."""
+    if X.size and (X.max() >= MAX_ABS_VALUE or X.min() <= -MAX_ABS_VALUE):
+        raise ValueError(
+            f"X contains values of magnitude >= {MAX_ABS_VALUE:g}; the network "
+            "needs inputs on a sane scale (e.g. pixels in [0, 1]). Rescale X, "
+            "for instance with sklearn.preprocessing.MinMaxScaler."
+        )

@@ -9,6 +9,7 @@ cost of every GEMM that touches it).
 """
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 # --------------------------------------------------------------------------
 # Convolution (im2col + one GEMM)
@@ -23,6 +24,33 @@ def _tap(x, i, j, stride, out_h, out_w):
         j : j + stride * (out_w - 1) + 1 : stride,
         :,
     ]
+
+
+def _im2col(x, kh, kw, stride, out_h, out_w):
+    """Rows of ``(kh * kw * C)`` input pixels, one per output pixel.
+
+    One copy into a ``(n, oh, ow, kh, kw, C)`` buffer, channels innermost, so
+    the GEMM reads it contiguously and the weights need no transpose. Along a
+    kernel row the ``kw * C`` pixels are contiguous in ``x``, so when that run
+    is long one strided view copies fastest; for a few channels (the first
+    layer) copying tap by tap is faster.
+    """
+    n, _, _, channels = x.shape
+    if kw * channels >= 16:
+        sn, sh, sw, sc = x.strides
+        view = as_strided(
+            x,
+            shape=(n, out_h, out_w, kh, kw * channels),
+            strides=(sn, sh * stride, sw * stride, sh, sc),
+            writeable=False,
+        )
+        cols = np.ascontiguousarray(view)
+    else:
+        cols = np.empty((n, out_h, out_w, kh, kw, channels), dtype=x.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, :, :, i, j, :] = _tap(x, i, j, stride, out_h, out_w)
+    return cols.reshape(n * out_h * out_w, kh * kw * channels)
 
 
 def conv2d_forward(x, W, stride=1, pads=((0, 0), (0, 0)), out_hw=None):
@@ -52,13 +80,7 @@ def conv2d_forward(x, W, stride=1, pads=((0, 0), (0, 0)), out_hw=None):
     if out_hw is None:
         out_hw = ((height - kh) // stride + 1, (width - kw) // stride + 1)
     out_h, out_w = out_hw
-    # One copy into a (n, oh, ow, kh, kw, C) buffer, channels innermost, so the
-    # GEMM below reads it contiguously and the weights need no transpose.
-    cols = np.empty((n, out_h, out_w, kh, kw, channels), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, :, :, i, j, :] = _tap(x, i, j, stride, out_h, out_w)
-    cols = cols.reshape(n * out_h * out_w, kh * kw * channels)
+    cols = _im2col(x, kh, kw, stride, out_h, out_w)
     out = cols @ W.reshape(kh * kw * channels, filters)
     return out.reshape(n, out_h, out_w, filters), (cols, x.shape)
 
@@ -109,29 +131,37 @@ def _pool_taps(x, ph, pw):
 def maxpool_forward(x, ph, pw, need_cache=True):
     """Max-pool with a ``(ph, pw)`` window; trailing rows/columns are dropped.
 
-    The cache stores, per output element, the index of the *first* maximal
-    tap. Ties are common (blank image background, ReLU zeros) and the
-    gradient must go to exactly one element, as for ``argmax``.
+    The forward pass is only elementwise maxima of the strided window views;
+    the backward pass works out from the cached input and output which
+    element won.
     """
     taps = _pool_taps(x, ph, pw)
-    out = taps[0].copy()
-    if not need_cache:
-        for tap in taps[1:]:
-            np.maximum(out, tap, out=out)
-        return out, None
-    index = np.zeros(out.shape, dtype=np.min_scalar_type(len(taps) - 1))
-    for k, tap in enumerate(taps[1:], start=1):
-        greater = tap > out  # strict: an equal later tap never wins
-        np.copyto(out, tap, where=greater)
-        np.putmask(index, greater, k)
-    return out, (index, x.shape)
+    out = np.maximum(taps[0], taps[1]) if len(taps) > 1 else taps[0].copy()
+    for tap in taps[2:]:
+        np.maximum(out, tap, out=out)
+    return out, ((x, out) if need_cache else None)
 
 
 def maxpool_backward(dout, cache, ph, pw):
-    index, x_shape = cache
-    dx = np.zeros(x_shape, dtype=dout.dtype)
-    for k, view in enumerate(_pool_taps(dx, ph, pw)):
-        np.multiply(dout, index == k, out=view)
+    """Route each output's gradient to the *first* maximal element of its window.
+
+    Ties are common (blank image background, ReLU zeros) and the gradient
+    must go to exactly one element, as with ``argmax``: spreading it over all
+    tied elements gives wrong gradients (badly wrong bias gradients).
+    """
+    x, out = cache
+    out_h, out_w = out.shape[1:3]
+    covered = out_h * ph == x.shape[1] and out_w * pw == x.shape[2]
+    dx = (np.empty if covered else np.zeros)(x.shape, dtype=dout.dtype)
+    taken = None
+    for x_tap, dx_tap in zip(_pool_taps(x, ph, pw), _pool_taps(dx, ph, pw)):
+        winner = x_tap == out
+        if taken is None:
+            taken = winner.copy()
+        else:
+            np.greater(winner, taken, out=winner)  # winner and not yet taken
+            taken |= winner
+        np.multiply(dout, winner, out=dx_tap)
     return dx
 
 

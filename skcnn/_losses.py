@@ -1,48 +1,49 @@
 """Output layers and their cross-entropy losses, computed from the logits.
 
 Working from the logits (log-softmax, softplus) keeps the loss finite where
-the probabilities would round to 0 or 1. Each loss returns the mean
-(sample-weighted) loss and its gradient w.r.t. the logits, already divided by
-the weight total so the backward pass needs no further scaling.
+the probabilities would round to 0 or 1. Each loss returns the (sample-
+weighted) loss summed over the rows and divided by ``total`` -- the number of
+samples or the sum of their weights, by default those of the rows given --,
+and its gradient w.r.t. the logits divided by the same ``total``, so the
+backward pass needs no further scaling. Passing the total of a whole
+minibatch lets a part of it be computed on its own (one thread per part).
 """
 
 import numpy as np
 from scipy.special import expit, log_softmax, softmax
 
 
-def _weights_and_total(sample_weight, n, dtype):
-    if sample_weight is None:
-        return None, float(n)
-    return sample_weight.astype(dtype, copy=False), float(sample_weight.sum())
+def weight_total(sample_weight, n):
+    return float(n) if sample_weight is None else float(sample_weight.sum())
 
 
-def softmax_cross_entropy(logits, Y, sample_weight=None):
+def _finish(per_sample, grad, sample_weight, total):
+    if sample_weight is not None:
+        per_sample *= sample_weight
+        grad *= sample_weight.astype(grad.dtype, copy=False)[:, None]
+    grad *= grad.dtype.type(1.0 / total)
+    return float(per_sample.sum() / total), grad
+
+
+def softmax_cross_entropy(logits, Y, sample_weight=None, total=None):
     """Multi-class cross-entropy; ``Y`` is a one-hot (n, n_classes) array."""
-    sw, total = _weights_and_total(sample_weight, logits.shape[0], logits.dtype)
+    if total is None:
+        total = weight_total(sample_weight, logits.shape[0])
     log_p = log_softmax(logits, axis=1)
     per_sample = -np.einsum("ij,ij->i", Y, log_p, dtype=np.float64)
-    if sw is not None:
-        per_sample *= sw
     grad = np.exp(log_p, out=log_p)
     grad -= Y
-    if sw is not None:
-        grad *= sw[:, None]
-    grad *= grad.dtype.type(1.0 / total)
-    return float(per_sample.sum() / total), grad, total
+    return _finish(per_sample, grad, sample_weight, total)
 
 
-def logistic_cross_entropy(logits, Y, sample_weight=None):
-    """Binary cross-entropy of a single logistic unit; ``Y`` is (n, 1) in {0, 1}."""
-    sw, total = _weights_and_total(sample_weight, logits.shape[0], logits.dtype)
+def logistic_cross_entropy(logits, Y, sample_weight=None, total=None):
+    """Binary cross-entropy of one logistic unit; ``Y`` is (n, 1) in {0, 1}."""
+    if total is None:
+        total = weight_total(sample_weight, logits.shape[0])
     # -log sigmoid(z) = softplus(-z), -log(1 - sigmoid(z)) = softplus(z)
     per_sample = (np.logaddexp(0, logits) - Y * logits).ravel().astype(np.float64)
-    if sw is not None:
-        per_sample *= sw
     grad = expit(logits) - Y
-    if sw is not None:
-        grad *= sw[:, None]
-    grad *= grad.dtype.type(1.0 / total)
-    return float(per_sample.sum() / total), grad, total
+    return _finish(per_sample, grad, sample_weight, total)
 
 
 OUTPUTS = {

@@ -19,7 +19,8 @@ from ._layers import (
     maxpool_backward,
     maxpool_forward,
 )
-from ._losses import OUTPUTS
+from ._losses import OUTPUTS, weight_total
+from ._parallel import map_parts, n_parts
 
 
 @dataclass(frozen=True)
@@ -161,9 +162,9 @@ def forward(arch, coefs, intercepts, x, train=True):
             # max-pool commutes with a per-channel bias and any non-decreasing
             # activation, so pool first: the two passes after it are ph*pw
             # times smaller
-            z, pool_cache = maxpool_forward(z, ph, pw, need_cache=train)
-            z += b
-            a = act(z)
+            pooled, pool_cache = maxpool_forward(z, ph, pw, need_cache=train)
+            # the pooled maxima stay cached for the backward pass in training
+            z = a = act(np.add(pooled, b, out=None if train else pooled))
         else:
             z += b
             z = act(z)
@@ -222,17 +223,35 @@ def backward(arch, coefs, caches, dlogits, need_dx=False):
     return coef_grads, intercept_grads, delta
 
 
-def loss_and_gradients(arch, coefs, intercepts, x, Y, sample_weight, alpha):
+def loss_and_gradients(
+    arch, coefs, intercepts, x, Y, sample_weight, alpha, n_threads=1
+):
     """Regularised loss and its gradients, with MLPClassifier's L2 convention.
 
     loss = mean (sample-weighted) cross-entropy
            + 0.5 * alpha * sum(W ** 2) / n,
     n being the number of samples (or the sum of their weights); intercepts
-    are not penalised.
+    are not penalised. With ``n_threads > 1`` a large enough batch is split
+    into parts computed in parallel and their gradients summed.
     """
-    logits, caches = forward(arch, coefs, intercepts, x, train=True)
-    loss, dlogits, total = OUTPUTS[arch.out_activation][1](logits, Y, sample_weight)
-    coef_grads, intercept_grads, _ = backward(arch, coefs, caches, dlogits)
+    n = x.shape[0]
+    total = weight_total(sample_weight, n)
+    loss_fn = OUTPUTS[arch.out_activation][1]
+
+    def part(rows):
+        logits, caches = forward(arch, coefs, intercepts, x[rows], train=True)
+        sw = None if sample_weight is None else sample_weight[rows]
+        loss, dlogits = loss_fn(logits, Y[rows], sw, total)
+        coef_grads, intercept_grads, _ = backward(arch, coefs, caches, dlogits)
+        return loss, coef_grads, intercept_grads
+
+    parts = n_parts(n, arch.max_values_per_sample(), n_threads)
+    results = map_parts(part, n, parts)
+    loss, coef_grads, intercept_grads = results[0]
+    for other_loss, other_coef, other_intercept in results[1:]:
+        loss += other_loss
+        for g, h in zip(coef_grads + intercept_grads, other_coef + other_intercept):
+            g += h
     if alpha:
         scale = alpha / total
         loss += 0.5 * scale * sum(float(np.vdot(W, W)) for W in coefs)

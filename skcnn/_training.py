@@ -16,8 +16,10 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils.multiclass import unique_labels
 
+from ._malloc import tune_malloc
 from ._network import build_architecture, initialize, loss_and_gradients
 from ._optimizers import make_optimizer
+from ._parallel import blas_threads, single_threaded_blas
 
 
 def encode_targets(est, y, refit_classes, incremental):
@@ -52,12 +54,12 @@ def initialize_state(est, image_shape, n_outputs, dtype):
     est.image_shape_ = tuple(image_shape)
     est._arch = build_architecture(
         image_shape,
-        as_tuple(est.conv_filters),
+        layer_sizes(est.conv_filters, "conv_filters", True),
         est.kernel_size,
         est.pool_size,
         est.padding,
         est.pooling,
-        as_tuple(est.hidden_layer_sizes),
+        layer_sizes(est.hidden_layer_sizes, "hidden_layer_sizes", True),
         n_outputs,
         est.activation,
         est.out_activation_,
@@ -120,66 +122,70 @@ def fit_stochastic(est, X, Y, sample_weight, incremental):
     arch = est._arch
     sample_idx = np.arange(n_samples)
     est.n_iter_ = 0
-    try:
-        for _ in range(est.max_iter):
-            if est.shuffle:
-                sample_idx = est._random_state.permutation(n_samples)
-            accumulated_loss = 0.0
-            for batch in gen_batches(n_samples, batch_size):
-                idx = sample_idx[batch]
-                sw = None if sample_weight is None else sample_weight[idx]
-                if sw is not None and not sw.any():
-                    continue  # a batch of zero weight carries no gradient
-                xb = X[idx].reshape((-1,) + est.image_shape_)
-                loss, coef_grads, intercept_grads = loss_and_gradients(
-                    arch,
-                    est.coefs_,
-                    est.intercepts_,
-                    xb,
-                    Y[idx].astype(dtype),
-                    sw,
-                    est.alpha,
-                )
-                if not np.isfinite(loss):
+    tune_malloc()
+    n_threads = blas_threads()
+    with single_threaded_blas(n_threads):
+        try:
+            for _ in range(est.max_iter):
+                if est.shuffle:
+                    sample_idx = est._random_state.permutation(n_samples)
+                accumulated_loss = 0.0
+                for batch in gen_batches(n_samples, batch_size):
+                    idx = sample_idx[batch]
+                    sw = None if sample_weight is None else sample_weight[idx]
+                    if sw is not None and not sw.any():
+                        continue  # a batch of zero weight carries no gradient
+                    xb = X[idx].reshape((-1,) + est.image_shape_)
+                    loss, coef_grads, intercept_grads = loss_and_gradients(
+                        arch,
+                        est.coefs_,
+                        est.intercepts_,
+                        xb,
+                        Y[idx].astype(dtype),
+                        sw,
+                        est.alpha,
+                        n_threads,
+                    )
+                    if not np.isfinite(loss):
+                        _diverged(est)
+                    est._optimizer.update_params(params, coef_grads + intercept_grads)
+                    accumulated_loss += loss * len(idx)
+
+                if not all(np.isfinite(p).all() for p in params):
                     _diverged(est)
-                est._optimizer.update_params(params, coef_grads + intercept_grads)
-                accumulated_loss += loss * len(idx)
+                est.n_iter_ += 1
+                est.loss_ = accumulated_loss / n_samples
+                est.t_ += n_samples
+                est.loss_curve_.append(est.loss_)
+                if est.verbose:
+                    print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
 
-            if not all(np.isfinite(p).all() for p in params):
-                _diverged(est)
-            est.n_iter_ += 1
-            est.loss_ = accumulated_loss / n_samples
-            est.t_ += n_samples
-            est.loss_curve_.append(est.loss_)
-            if est.verbose:
-                print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
+                if est.early_stopping:
+                    _update_validation(est, X_val, y_val, sw_val)
+                else:
+                    _update_training_loss(est)
+                est._optimizer.iteration_ends(est.t_)
 
-            if est.early_stopping:
-                _update_validation(est, X_val, y_val, sw_val)
-            else:
-                _update_training_loss(est)
-            est._optimizer.iteration_ends(est.t_)
-
-            if est._no_improvement_count > est.n_iter_no_change:
-                what = "Validation score" if est.early_stopping else "Training loss"
-                msg = (
-                    f"{what} did not improve more than tol={est.tol:f} for "
-                    f"{est.n_iter_no_change} consecutive epochs."
-                )
-                if est._optimizer.trigger_stopping(msg, est.verbose):
+                if est._no_improvement_count > est.n_iter_no_change:
+                    what = "Validation score" if est.early_stopping else "Training loss"
+                    msg = (
+                        f"{what} did not improve more than tol={est.tol:f} for "
+                        f"{est.n_iter_no_change} consecutive epochs."
+                    )
+                    if est._optimizer.trigger_stopping(msg, est.verbose):
+                        break
+                    est._no_improvement_count = 0
+                if incremental:
                     break
-                est._no_improvement_count = 0
-            if incremental:
-                break
-            if est.n_iter_ == est.max_iter:
-                warnings.warn(
-                    f"Stochastic Optimizer: Maximum iterations ({est.max_iter}) "
-                    "reached and the optimization hasn't converged yet.",
-                    ConvergenceWarning,
-                    stacklevel=3,
-                )
-    except KeyboardInterrupt:
-        warnings.warn("Training interrupted by user.", stacklevel=3)
+                if est.n_iter_ == est.max_iter:
+                    warnings.warn(
+                        f"Stochastic Optimizer: Maximum iterations ({est.max_iter}) "
+                        "reached and the optimization hasn't converged yet.",
+                        ConvergenceWarning,
+                        stacklevel=3,
+                    )
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.", stacklevel=3)
 
     if est.early_stopping:
         # restore the best weights, in place so coefs_ stay the live arrays
@@ -218,8 +224,11 @@ def _update_training_loss(est):
     est.best_loss_ = min(est.best_loss_, est.loss_curve_[-1])
 
 
-def as_tuple(value):
+def layer_sizes(value, name, allow_empty):
     """A layer-size parameter (an int or a sequence of ints) as a tuple."""
-    if isinstance(value, Integral):
-        return (int(value),)
-    return tuple(int(v) for v in value)
+    sizes = (value,) if isinstance(value, Integral) else tuple(value)
+    if not all(isinstance(s, Integral) and not isinstance(s, bool) for s in sizes):
+        raise ValueError(f"{name} must hold integers; got {value!r}.")
+    if any(s < 1 for s in sizes) or (not sizes and not allow_empty):
+        raise ValueError(f"{name} must be positive integers; got {value!r}.")
+    return tuple(int(s) for s in sizes)
