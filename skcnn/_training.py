@@ -87,6 +87,14 @@ def fit_stochastic(est, X, Y, sample_weight, incremental):
     dtype = est.coefs_[0].dtype
     if est.early_stopping:
         stratify = Y if est.n_outputs_ == 1 else Y.argmax(axis=1)
+        n_val = int(np.ceil(est.validation_fraction * X.shape[0]))
+        n_classes = len(np.unique(stratify, axis=0))
+        if n_val < max(2, n_classes):
+            raise ValueError(
+                f"The validation set is too small: {n_val} samples for "
+                f"{n_classes} classes. Increase 'validation_fraction' or the size "
+                "of your dataset."
+            )
         split = train_test_split(
             X,
             Y,
@@ -99,11 +107,6 @@ def fit_stochastic(est, X, Y, sample_weight, incremental):
         sw_val = None
         if sample_weight is not None:
             sample_weight, sw_val = split[4:]
-        if X_val.shape[0] < 2:
-            raise ValueError(
-                "The validation set is too small. Increase 'validation_fraction' "
-                "or the size of your dataset."
-            )
         y_val = est._label_binarizer.inverse_transform(Y_val)
 
     n_samples = X.shape[0]
