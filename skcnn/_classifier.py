@@ -1,16 +1,8 @@
 """CNNClassifier: a convolutional network with MLPClassifier's interface."""
 
-import copy
-
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.utils import gen_batches
-from sklearn.utils.multiclass import (
-    _check_partial_fit_first_call,
-    check_classification_targets,
-)
 from sklearn.utils.validation import (
-    _check_sample_weight,
     check_is_fitted,
     validate_data,
 )
@@ -18,23 +10,11 @@ from sklearn.utils.validation import (
 from ._image import (
     check_magnitude,
     check_sample_shape,
-    compute_dtype,
-    resolve_image_shape,
     split_images,
 )
-from ._losses import OUTPUTS
-from ._malloc import tune_malloc
-from ._network import forward
-from ._optimizers import make_optimizer
-from ._parallel import blas_threads, map_parts, n_parts, single_threaded_blas
+from ._network import output_probabilities
 from ._params import PARAMETER_CONSTRAINTS
-from ._training import encode_targets, fit_stochastic, initialize_state
-
-# Activation values (not bytes) one prediction chunk may hold at its widest
-# layer: 2M values (8 MB in float32) keeps a chunk's working set near the
-# CPU caches -- measured faster than larger chunks -- and bounds prediction
-# memory whatever the number of samples.
-_PREDICT_CHUNK_VALUES = 2**21
+from ._training import guarded_fit
 
 
 class CNNClassifier(ClassifierMixin, BaseEstimator):
@@ -263,8 +243,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         pool_size=2,
         padding="valid",
         pooling="max",
+        strides=1,
+        global_pooling=False,
         hidden_layer_sizes=(64,),
         activation="relu",
+        dropout=0.0,
         solver="adam",
         alpha=0.0001,
         batch_size="auto",
@@ -285,6 +268,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         beta_2=0.999,
         epsilon=1e-8,
         n_iter_no_change=10,
+        class_weight=None,
     ):
         self.image_shape = image_shape
         self.conv_filters = conv_filters
@@ -292,8 +276,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.pool_size = pool_size
         self.padding = padding
         self.pooling = pooling
+        self.strides = strides
+        self.global_pooling = global_pooling
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
+        self.dropout = dropout
         self.solver = solver
         self.alpha = alpha
         self.batch_size = batch_size
@@ -314,11 +301,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.class_weight = class_weight
 
     # ------------------------------------------------------------------ fit
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, X_val=None, y_val=None):
         """Fit the model to images X and class labels y.
 
         Parameters
@@ -330,14 +318,23 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         y : array-like of shape (n_samples,)
             Class labels.
         sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights of the samples' losses.
+            Non-negative weights of the samples' losses (multiplied by the
+            ``class_weight`` ones).
+        X_val, y_val : array-like, default=None
+            An explicit validation set for ``early_stopping=True``, used
+            instead of holding out ``validation_fraction`` of X.
 
         Returns
         -------
         self : object
             The fitted estimator.
         """
-        return self._fit(X, y, sample_weight, incremental=False)
+        if (X_val is None) != (y_val is None):
+            raise ValueError("Pass both X_val and y_val, or neither.")
+        if X_val is not None and not self.early_stopping:
+            raise ValueError("X_val and y_val are used with early_stopping=True only.")
+        validation = None if X_val is None else (X_val, y_val)
+        return self._fit(X, y, sample_weight, incremental=False, validation=validation)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
@@ -365,57 +362,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("partial_fit does not support early_stopping=True.")
         return self._fit(X, y, sample_weight, incremental=True, classes=classes)
 
-    def _fit(self, X, y, sample_weight, incremental, classes=None):
-        # A failed call must leave the estimator as it was (or cleanly
-        # unfitted): snapshot the fitted state, which is small next to the data.
-        saved = {
-            k: copy.deepcopy(v)
-            for k, v in vars(self).items()
-            if k.endswith("_") or k.startswith("_")
-        }
-        try:
-            return self._fit_unguarded(X, y, sample_weight, incremental, classes)
-        except BaseException:
-            for k in [k for k in vars(self) if k.endswith("_") or k.startswith("_")]:
-                delattr(self, k)
-            vars(self).update(saved)
-            raise
-
-    def _fit_unguarded(self, X, y, sample_weight, incremental, classes):
-        new_classes = incremental and _check_partial_fit_first_call(self, classes)
-        first_pass = (
-            not hasattr(self, "coefs_")
-            or new_classes
-            or (not self.warm_start and not incremental)
-        )
-        X, sample_shape = split_images(X)
-        if not first_pass:
-            check_sample_shape(sample_shape, self.image_shape_)
-        dtype = compute_dtype(X) if first_pass else self.coefs_[0].dtype
-        X, y = validate_data(self, X, y, dtype=dtype, reset=first_pass)
-        check_magnitude(X)
-        check_classification_targets(y)
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(
-                sample_weight, X, dtype=dtype, ensure_non_negative=True
-            )
-            if not sample_weight.any():
-                raise ValueError(
-                    "Sample weights must contain at least one non-zero weight."
-                )
-        if first_pass:
-            image_shape = resolve_image_shape(
-                X.shape[1], self.image_shape, sample_shape
-            )
-
-        Y = encode_targets(self, y, first_pass and not incremental, incremental)
-        if first_pass:
-            initialize_state(self, image_shape, Y.shape[1], dtype)
-        elif not incremental:
-            # a warm-started fit runs a fresh optimizer from the current weights
-            self._optimizer = make_optimizer(self, self.coefs_ + self.intercepts_)
-        fit_stochastic(self, X, Y, sample_weight, incremental)
-        return self
+    def _fit(self, X, y, sample_weight, incremental, classes=None, validation=None):
+        return guarded_fit(self, X, y, sample_weight, incremental, classes, validation)
 
     # -------------------------------------------------------------- predict
 
@@ -428,33 +376,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return X
 
     def _output(self, X):
-        """Output-layer probabilities, (n, n_outputs_).
-
-        Computed in chunks so memory stays bounded whatever n, each chunk
-        split across threads when it is large enough.
-        """
-        n = X.shape[0]
-        values = self._arch.max_values_per_sample()
-        chunk = max(1, _PREDICT_CHUNK_VALUES // values)
-        out = np.empty((n, self.n_outputs_), dtype=X.dtype)
-        prob = OUTPUTS[self.out_activation_][0]
-        n_threads = 1
-        if n_parts(n, values, 2) > 1:  # worth threads (and tuned malloc)
-            tune_malloc()
-            n_threads = blas_threads()
-        with single_threaded_blas(n_threads):
-            for batch in gen_batches(n, chunk):
-                xb, out_b = X[batch], out[batch]
-
-                def part(rows, xb=xb, out_b=out_b):
-                    images = xb[rows].reshape((-1,) + self.image_shape_)
-                    logits, _ = forward(
-                        self._arch, self.coefs_, self.intercepts_, images, train=False
-                    )
-                    out_b[rows] = prob(logits)
-
-                map_parts(part, len(xb), n_parts(len(xb), values, n_threads))
-        return out
+        """Output-layer probabilities, (n, n_outputs_)."""
+        return output_probabilities(
+            self._arch, self.coefs_, self.intercepts_, X, self.image_shape_
+        )
 
     def _predict(self, X):
         out = self._output(X)

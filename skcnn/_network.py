@@ -6,8 +6,10 @@ else here is a pure function of (architecture, parameters, data).
 """
 
 from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
+from sklearn.utils import gen_batches
 
 from ._layers import (
     ACTIVATION_GRADS,
@@ -20,7 +22,14 @@ from ._layers import (
     maxpool_forward,
 )
 from ._losses import OUTPUTS, weight_total
-from ._parallel import map_parts, n_parts
+from ._malloc import tune_malloc
+from ._parallel import blas_threads, map_parts, n_parts, single_threaded_blas
+
+# Activation values (not bytes) one prediction chunk may hold at its widest
+# layer: 2M values (8 MB in float32) keeps a chunk's working set near the
+# CPU caches -- measured faster than larger chunks -- and bounds prediction
+# memory whatever the number of samples.
+_PREDICT_CHUNK_VALUES = 2**21
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,7 @@ class Architecture:
     dense_sizes: tuple  # (n_flat, hidden..., n_outputs)
     activation: str
     out_activation: str
+    global_pooling: bool = False  # average each map instead of flattening
 
     @property
     def coef_shapes(self):
@@ -74,6 +84,23 @@ def _conv_geometry(size, kernel, stride, padding):
     return kernel, 0, 0, (size - kernel) // stride + 1
 
 
+def per_block(value, n_blocks, name):
+    """An int for every conv block, or a sequence with one entry per block."""
+    if isinstance(value, Integral):
+        return (int(value),) * n_blocks
+    values = tuple(value)
+    if len(values) != n_blocks:
+        raise ValueError(
+            f"{name} has {len(values)} entries but there are {n_blocks} conv "
+            f"blocks (conv_filters); give one per block or a single int."
+        )
+    if not all(isinstance(v, Integral) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{name} must hold integers; got {value!r}.")
+    if any(v < 1 for v in values):
+        raise ValueError(f"{name} must be positive integers; got {value!r}.")
+    return tuple(int(v) for v in values)
+
+
 def build_architecture(
     image_shape,
     conv_filters,
@@ -86,22 +113,31 @@ def build_architecture(
     activation,
     out_activation,
     strides=1,
+    global_pooling=False,
 ):
-    """Resolve every layer's size for images of ``image_shape`` = (H, W, C)."""
+    """Resolve every layer's size for images of ``image_shape`` = (H, W, C).
+
+    ``kernel_size``, ``pool_size`` and ``strides`` are an int for all conv
+    blocks or one entry per block.
+    """
+    n_blocks = len(conv_filters)
+    kernels = per_block(kernel_size, n_blocks, "kernel_size")
+    pools = per_block(pool_size, n_blocks, "pool_size")
+    stride_list = per_block(strides, n_blocks, "strides")
     blocks = []
     shape = tuple(int(s) for s in image_shape)
-    for filters in conv_filters:
-        height, width, channels = shape
-        kh, top, bottom, conv_h = _conv_geometry(height, kernel_size, strides, padding)
-        kw, left, right, conv_w = _conv_geometry(width, kernel_size, strides, padding)
-        ph, pw = min(pool_size, conv_h), min(pool_size, conv_w)
+    for filters, kernel, pool, stride in zip(conv_filters, kernels, pools, stride_list):
+        height, width, _ = shape
+        kh, top, bottom, conv_h = _conv_geometry(height, kernel, stride, padding)
+        kw, left, right, conv_w = _conv_geometry(width, kernel, stride, padding)
+        ph, pw = min(pool, conv_h), min(pool, conv_w)
         out_h, out_w = conv_h // ph, conv_w // pw
         blocks.append(
             ConvBlock(
                 in_shape=shape,
                 kernel=(kh, kw),
                 filters=int(filters),
-                stride=strides,
+                stride=stride,
                 pads=((top, bottom), (left, right)),
                 # floor-mode pooling never reads the trailing rows/columns,
                 # so they are not computed at all
@@ -112,12 +148,15 @@ def build_architecture(
             )
         )
         shape = blocks[-1].out_shape
-    dense = (int(np.prod(shape)),) + tuple(int(s) for s in hidden_layer_sizes)
+    global_pooling = bool(global_pooling and blocks)
+    n_flat = shape[2] if global_pooling else int(np.prod(shape))
+    dense = (n_flat,) + tuple(int(s) for s in hidden_layer_sizes)
     return Architecture(
         conv_blocks=tuple(blocks),
         dense_sizes=dense + (int(n_outputs),),
         activation=activation,
         out_activation=out_activation,
+        global_pooling=global_pooling,
     )
 
 
@@ -143,11 +182,13 @@ def initialize(arch, rng, dtype):
     return coefs, intercepts
 
 
-def forward(arch, coefs, intercepts, x, train=True):
+def forward(arch, coefs, intercepts, x, train=True, dropout_masks=None):
     """Logits for images ``x`` of shape (n, H, W, C).
 
     With ``train=False`` no cache is kept (inference skips all backward
-    bookkeeping) and the returned caches are None.
+    bookkeeping) and the returned caches are None. ``dropout_masks`` holds,
+    per hidden dense layer, an (n, units) array of 0 and 1 / (1 - p) that
+    multiplies the layer's output (inverted dropout).
     """
     act = ACTIVATIONS[arch.activation]
     caches = []
@@ -170,14 +211,20 @@ def forward(arch, coefs, intercepts, x, train=True):
             z = act(z)
             a, pool_cache = avgpool_forward(z, ph, pw, need_cache=train)
         caches.append((conv_cache, pool_cache, z))
-    a = a.reshape(a.shape[0], -1)
+    # global average pooling (one value per map) or flatten in (H, W, C) order
+    a = a.mean(axis=(1, 2)) if arch.global_pooling else a.reshape(a.shape[0], -1)
     dense_coefs = coefs[n_conv:]
+    a_raw = mask = None
     for k, (W, b) in enumerate(zip(dense_coefs, intercepts[n_conv:])):
-        caches.append(a)
+        caches.append((a, a_raw, mask))
         z = a @ W
         z += b
-        a = z if k == len(dense_coefs) - 1 else act(z)
-    return a, (caches if train else None)
+        if k == len(dense_coefs) - 1:
+            return z, (caches if train else None)
+        a = a_raw = act(z)
+        if dropout_masks is not None:
+            mask = dropout_masks[k]
+            a = a_raw * mask
 
 
 def backward(arch, coefs, caches, dlogits, need_dx=False):
@@ -189,17 +236,26 @@ def backward(arch, coefs, caches, dlogits, need_dx=False):
     intercept_grads = [None] * n_layers
     delta = dlogits
     for k in range(n_layers - 1, n_conv - 1, -1):
-        a_in = caches[k]
+        a_in, a_raw, mask = caches[k]
         coef_grads[k] = a_in.T @ delta
         intercept_grads[k] = delta.sum(axis=0)
         if k == 0 and not need_dx:
             return coef_grads, intercept_grads, None
         delta = delta @ coefs[k].T
-        if k > n_conv:
-            delta = act_grad(a_in, delta)
+        if k > n_conv:  # a_in is a hidden layer's (possibly dropped) output
+            if mask is not None:
+                delta *= mask
+            delta = act_grad(a_in if a_raw is None else a_raw, delta)
     if n_conv:
         last = arch.conv_blocks[-1]
-        delta = delta.reshape((delta.shape[0],) + last.out_shape)
+        n = delta.shape[0]
+        if arch.global_pooling:
+            height, width, filters = last.out_shape
+            share = delta * delta.dtype.type(1.0 / (height * width))
+            delta = np.empty((n,) + last.out_shape, dtype=delta.dtype)
+            delta[...] = share[:, None, None, :]  # writable: updated in place
+        else:
+            delta = delta.reshape((n,) + last.out_shape)
     for k in range(n_conv - 1, -1, -1):
         block = arch.conv_blocks[k]
         conv_cache, pool_cache, a_act = caches[k]
@@ -224,7 +280,15 @@ def backward(arch, coefs, caches, dlogits, need_dx=False):
 
 
 def loss_and_gradients(
-    arch, coefs, intercepts, x, Y, sample_weight, alpha, n_threads=1
+    arch,
+    coefs,
+    intercepts,
+    x,
+    Y,
+    sample_weight,
+    alpha,
+    n_threads=1,
+    dropout_masks=None,
 ):
     """Regularised loss and its gradients, with MLPClassifier's L2 convention.
 
@@ -239,7 +303,8 @@ def loss_and_gradients(
     loss_fn = OUTPUTS[arch.out_activation][1]
 
     def part(rows):
-        logits, caches = forward(arch, coefs, intercepts, x[rows], train=True)
+        masks = None if dropout_masks is None else [m[rows] for m in dropout_masks]
+        logits, caches = forward(arch, coefs, intercepts, x[rows], True, masks)
         sw = None if sample_weight is None else sample_weight[rows]
         loss, dlogits = loss_fn(logits, Y[rows], sw, total)
         coef_grads, intercept_grads, _ = backward(arch, coefs, caches, dlogits)
@@ -258,3 +323,31 @@ def loss_and_gradients(
         for g, W in zip(coef_grads, coefs):
             g += W.dtype.type(scale) * W
     return loss, coef_grads, intercept_grads
+
+
+def output_probabilities(arch, coefs, intercepts, X, image_shape):
+    """Output-layer probabilities for the rows of X, shape (n, n_outputs).
+
+    Computed in chunks so memory stays bounded whatever n, each chunk split
+    across threads when it is large enough.
+    """
+    n = X.shape[0]
+    values = arch.max_values_per_sample()
+    chunk = max(1, _PREDICT_CHUNK_VALUES // values)
+    out = np.empty((n, arch.dense_sizes[-1]), dtype=X.dtype)
+    prob = OUTPUTS[arch.out_activation][0]
+    n_threads = 1
+    if n_parts(n, values, 2) > 1:  # worth threads (and tuned malloc)
+        tune_malloc()
+        n_threads = blas_threads()
+    with single_threaded_blas(n_threads):
+        for batch in gen_batches(n, chunk):
+            xb, out_b = X[batch], out[batch]
+
+            def part(rows, xb=xb, out_b=out_b):
+                images = xb[rows].reshape((-1,) + tuple(image_shape))
+                logits, _ = forward(arch, coefs, intercepts, images, train=False)
+                out_b[rows] = prob(logits)
+
+            map_parts(part, len(xb), n_parts(len(xb), values, n_threads))
+    return out

@@ -34,6 +34,9 @@ class SGD:
             else:
                 p += v
 
+    def scale_learning_rate(self, factor):
+        self.learning_rate = self.learning_rate_init * factor
+
     def iteration_ends(self, time_step):
         if self.schedule == "invscaling":
             self.learning_rate = (
@@ -57,24 +60,48 @@ class SGD:
 
 
 class Adam:
-    """Adam (Kingma & Ba, 2014) with MLPClassifier's bias correction."""
+    """Adam (Kingma & Ba, 2014) with MLPClassifier's bias correction.
 
-    def __init__(self, params, learning_rate_init, beta_1, beta_2, epsilon):
+    With ``weight_decay > 0`` it is AdamW (Loshchilov & Hutter, 2019): the
+    first ``n_decayed`` parameters (the weights, not the intercepts) shrink
+    by ``rate * weight_decay`` of themselves each step, decoupled from the
+    gradient.
+    """
+
+    def __init__(
+        self,
+        params,
+        learning_rate_init,
+        beta_1,
+        beta_2,
+        epsilon,
+        weight_decay=0.0,
+        n_decayed=0,
+    ):
         self.learning_rate_init = learning_rate_init
         self.learning_rate = float(learning_rate_init)
+        self.rate_factor = 1.0  # set by the "cosine" schedule
         self.beta_1 = beta_1
         self.beta_2 = beta_2
         self.epsilon = epsilon
+        self.weight_decay = weight_decay
+        self.n_decayed = n_decayed
         self.t = 0
         self.ms = [np.zeros_like(p) for p in params]
         self.vs = [np.zeros_like(p) for p in params]
 
+    def scale_learning_rate(self, factor):
+        self.rate_factor = factor
+
     def update_params(self, params, grads):
         self.t += 1
         b1, b2 = self.beta_1, self.beta_2
-        self.learning_rate = (
-            self.learning_rate_init * np.sqrt(1 - b2**self.t) / (1 - b1**self.t)
-        )
+        rate = self.learning_rate_init * self.rate_factor
+        if self.weight_decay:
+            shrink = params[0].dtype.type(1 - rate * self.weight_decay)
+            for p in params[: self.n_decayed]:
+                p *= shrink
+        self.learning_rate = rate * np.sqrt(1 - b2**self.t) / (1 - b1**self.t)
         for p, g, m, v in zip(params, grads, self.ms, self.vs):
             dtype = p.dtype.type
             m *= dtype(b1)
@@ -97,6 +124,7 @@ class Adam:
 
 
 def make_optimizer(estimator, params):
+    """The estimator's optimizer over ``params`` = coefs_ + intercepts_."""
     if estimator.solver == "sgd":
         return SGD(
             params,
@@ -106,10 +134,18 @@ def make_optimizer(estimator, params):
             estimator.nesterovs_momentum,
             estimator.power_t,
         )
+    decoupled = estimator.solver == "adamw"
     return Adam(
         params,
         estimator.learning_rate_init,
         estimator.beta_1,
         estimator.beta_2,
         estimator.epsilon,
+        weight_decay=estimator.alpha if decoupled else 0.0,
+        n_decayed=len(params) // 2 if decoupled else 0,
     )
+
+
+def cosine_factor(epoch, max_iter):
+    """Cosine decay of the learning rate over ``max_iter`` epochs (1 -> 0)."""
+    return 0.5 * (1 + np.cos(np.pi * min(epoch, max_iter) / max_iter))

@@ -96,3 +96,67 @@ def test_float32_end_to_end_keeps_float32():
         arch, coefs, intercepts, x.astype(np.float32), Y, None, 1e-4
     )
     assert all(g.dtype == np.float32 for g in cg + ig)
+
+
+EXTRAS = {
+    # name: (image_shape, build_architecture keyword arguments)
+    "strides-2": ((9, 8, 2), dict(conv_filters=(3, 2), strides=2, padding="same")),
+    "per-block": (
+        (10, 9, 1),
+        dict(conv_filters=(2, 3), kernel_size=(3, 2), pool_size=(2, 1), strides=(1, 2)),
+    ),
+    "global-max": ((7, 6, 2), dict(conv_filters=(3, 4), global_pooling=True)),
+    "global-avg": ((5, 5, 1), dict(conv_filters=(3,), global_pooling=True)),
+}
+
+
+@pytest.mark.parametrize("name", list(EXTRAS))
+@pytest.mark.parametrize("dropout", [False, True])
+def test_network_gradients_with_strides_global_pooling_and_dropout(name, dropout):
+    image, options = EXTRAS[name]
+    options = {
+        "kernel_size": 3,
+        "pool_size": 2,
+        "padding": "valid",
+        "pooling": "avg" if name == "global-avg" else "max",
+        **options,
+    }
+    filters = options.pop("conv_filters")
+    arch = build_architecture(
+        image,
+        filters,
+        hidden_layer_sizes=(5, 4),
+        n_outputs=3,
+        activation="tanh",
+        out_activation="softmax",
+        **options,
+    )
+    rng = np.random.RandomState(1)
+    coefs, intercepts = initialize(arch, rng, np.float64)
+    intercepts = [rng.uniform(-0.2, 0.2, b.shape) for b in intercepts]
+    x = rng.uniform(0, 1, (5,) + image)
+    Y = np.eye(3)[rng.randint(0, 3, 5)]
+    masks = None
+    if dropout:
+        # fixed inverted-dropout masks (p = 0.5) make the loss deterministic
+        masks = [(rng.uniform(size=(5, k)) > 0.5) * 2.0 for k in (5, 4)]
+
+    def loss():
+        return loss_and_gradients(
+            arch, coefs, intercepts, x, Y, None, 0.1, dropout_masks=masks
+        )[0]
+
+    _, coef_grads, intercept_grads = loss_and_gradients(
+        arch, coefs, intercepts, x, Y, None, 0.1, dropout_masks=masks
+    )
+    for W, g in zip(coefs + intercepts, coef_grads + intercept_grads):
+        assert_gradient(g, loss, W)
+    if name.startswith("global"):
+        assert arch.dense_sizes[0] == filters[-1]
+
+
+def test_per_block_sizes_must_match_the_blocks():
+    with pytest.raises(ValueError, match="2 entries but there are 3 conv blocks"):
+        build_architecture(
+            (8, 8, 1), (2, 2, 2), (3, 3), 2, "valid", "max", (4,), 2, "relu", "softmax"
+        )
