@@ -45,6 +45,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
       the network an MLP over the features.
 
     Prediction accepts the fitted per-sample shape or its flattened rows.
+    Ctrl-C during ``fit`` stops training after the current minibatch with a
+    warning and leaves a usable model (the best weights so far with early
+    stopping).
     Any image size works with any architecture: a "valid" convolution
     kernel or a pooling window larger than its input map is clipped to the
     map's size, so no feature map ever vanishes.
@@ -66,11 +69,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         (convolution -> activation -> pooling) per entry. An empty tuple
         gives a plain multi-layer perceptron.
 
-    kernel_size : int, default=3
-        Height and width of the convolution kernels.
+    kernel_size : int or tuple of int, default=3
+        Height and width of the convolution kernels, for all blocks or one
+        per block.
 
-    pool_size : int, default=2
-        Height and width of the pooling windows (their stride is the same).
+    pool_size : int or tuple of int, default=2
+        Height and width of the pooling windows (their stride is the same),
+        for all blocks or one per block.
         ``pool_size=1`` means no pooling. Pooling is in floor mode, as in
         Keras and PyTorch: a trailing row/column that does not fill a window
         is dropped.
@@ -83,25 +88,45 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     pooling : {"max", "avg"}, default="max"
         Max or average pooling.
 
+    strides : int or tuple of int, default=1
+        Stride of the convolutions, for all blocks or one per block.
+
+    global_pooling : bool, default=False
+        Average each feature map of the last block to one value (global
+        average pooling) instead of flattening the maps.
+
     hidden_layer_sizes : array-like of int, default=(64,)
         Sizes of the fully connected hidden layers after the convolutions.
 
     activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
         Activation of the convolution blocks and hidden layers.
 
-    solver : {"sgd", "adam"}, default="adam"
-        Weight optimizer, with MLPClassifier's semantics.
+    dropout : float in [0, 1), default=0.0
+        Fraction of each hidden dense layer's outputs dropped during training
+        (inverted dropout, off at prediction). The masks are drawn from the
+        estimator's random state, so fits stay reproducible.
+
+    solver : {"sgd", "adam", "adamw"}, default="adam"
+        Weight optimizer: "sgd" and "adam" with MLPClassifier's semantics,
+        "adamw" is Adam with decoupled weight decay.
 
     alpha : float, default=0.0001
         Strength of the L2 penalty ``0.5 * alpha * sum(W ** 2) / n`` added to
         the loss of each minibatch of ``n`` samples (the sum of their sample
-        weights when given); intercepts are not penalised.
+        weights when given); intercepts are not penalised. With
+        ``solver="adamw"`` it is instead the decoupled weight decay: each
+        step multiplies the weights by ``1 - rate * alpha``, and the loss
+        has no L2 term.
 
     batch_size : int or "auto", default="auto"
         Minibatch size; "auto" means ``min(200, n_samples)``.
 
-    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
-        Learning-rate schedule for ``solver="sgd"``, as in MLPClassifier.
+    learning_rate : {"constant", "invscaling", "adaptive", "cosine"}, \
+            default="constant"
+        Learning-rate schedule. "invscaling" and "adaptive" apply to
+        ``solver="sgd"`` only, as in MLPClassifier; "cosine" decays the rate
+        of every solver from ``learning_rate_init`` towards 0 over
+        ``max_iter`` epochs (``0.5 * (1 + cos(pi * epoch / max_iter))``).
 
     learning_rate_init : float, default=0.001
         Initial learning rate (the step size of Adam).
@@ -127,7 +152,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Tolerance of the stopping criterion, as in MLPClassifier.
 
     verbose : bool, default=False
-        Whether to print the loss after each epoch.
+        Whether to print one line per epoch: loss, validation score (if
+        any), epoch time and images per second.
 
     warm_start : bool, default=False
         Reuse the previous solution as the starting point of ``fit``.
@@ -139,9 +165,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Whether ``solver="sgd"`` uses Nesterov's momentum.
 
     early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the training data (stratified)
-        and stop when its accuracy stops improving; the best weights are
-        restored at the end.
+        Hold out ``validation_fraction`` of the training data (stratified),
+        or use the ``X_val, y_val`` passed to ``fit``, and stop when the
+        validation accuracy stops improving; the best weights are restored at
+        the end.
 
     validation_fraction : float, default=0.1
         Fraction of the training data held out for early stopping.
@@ -157,6 +184,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     n_iter_no_change : int, default=10
         Number of epochs without an improvement of ``tol`` before stopping.
+
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes, as in LogisticRegression: a dict
+        ``{class: weight}`` or "balanced" (``n_samples / (n_classes *
+        bincount(y))``), multiplied into ``sample_weight``. "balanced" is not
+        available in ``partial_fit``.
 
     Attributes
     ----------
@@ -204,6 +237,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     t_ : int
         Number of training samples seen by the solver.
+
+    history_ : list of dict
+        One dict per epoch, alongside ``loss_curve_``: ``epoch`` (counted
+        across calls), ``loss``, ``validation_score`` (None without early
+        stopping), ``learning_rate`` (the base rate of the epoch) and
+        ``seconds``.
 
     n_layers_ : int
         ``len(coefs_) + 1``, as in MLPClassifier.

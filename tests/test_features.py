@@ -1,0 +1,168 @@
+"""Training features of issue #5: layers, optimisers, weights, history."""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.utils.class_weight import compute_sample_weight
+
+import skcnn._training as training
+from skcnn import CNNClassifier
+
+BASE = dict(conv_filters=(4,), hidden_layer_sizes=(8,), max_iter=4, random_state=0)
+
+
+def test_dropout_is_reproducible_and_off_at_predict(images):
+    X, y = images
+    a = CNNClassifier(**BASE, dropout=0.5).fit(X, y)
+    b = CNNClassifier(**BASE, dropout=0.5).fit(X, y)
+    plain = CNNClassifier(**BASE).fit(X, y)
+    assert_array_equal(a.coefs_[0], b.coefs_[0])
+    assert not np.array_equal(a.coefs_[-1], plain.coefs_[-1])
+    # prediction is deterministic: no masks outside training
+    assert_array_equal(a.predict_proba(X), a.predict_proba(X))
+    assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+
+
+def test_dropout_zeroes_about_p_of_the_hidden_units(monkeypatch, images):
+    X, y = images
+    seen = []
+    real = training.loss_and_gradients
+
+    def spy(*args):
+        seen.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(training, "loss_and_gradients", spy)
+    CNNClassifier(
+        **dict(BASE, hidden_layer_sizes=(50, 40), max_iter=1), dropout=0.3
+    ).fit(X, y)
+    masks = seen[0]
+    assert [m.shape[1] for m in masks] == [50, 40]
+    values = np.concatenate([m.ravel() for m in masks])
+    assert set(np.unique(values)) <= {0.0, np.float32(1 / 0.7)} | {1 / 0.7}
+    assert abs((values == 0).mean() - 0.3) < 0.05
+
+
+@pytest.mark.parametrize(
+    "options, first_dense_inputs",
+    [
+        (dict(strides=2), 4 * 1 * 1),  # 8x8 -> conv s2 3x3 -> pool 1x1
+        (dict(strides=1), 4 * 3 * 3),  # 8x8 -> conv 6x6 -> pool 3x3
+        (dict(global_pooling=True), 4),
+        (dict(kernel_size=(5,), pool_size=(1,)), 4 * 4 * 4),
+    ],
+)
+def test_architecture_options(options, first_dense_inputs):
+    X = np.random.default_rng(0).uniform(size=(12, 8, 8, 1))
+    clf = CNNClassifier(**BASE, **options).fit(X, np.arange(12) % 2)
+    assert clf.coefs_[1].shape[0] == first_dense_inputs
+
+
+def test_per_block_sizes():
+    X = np.random.default_rng(0).uniform(size=(12, 12, 12, 1))
+    clf = CNNClassifier(
+        conv_filters=(3, 5), kernel_size=(5, 2), pool_size=(2, 1), max_iter=1
+    ).fit(X, np.arange(12) % 2)
+    assert clf.coefs_[0].shape == (5, 5, 1, 3)
+    assert clf.coefs_[1].shape == (2, 2, 3, 5)
+    assert clf.coefs_[2].shape[0] == 3 * 3 * 5  # 12 -> 8 -> 4 -> 3 (no pool)
+    with pytest.raises(ValueError, match="kernel_size has 3 entries"):
+        clf.set_params(kernel_size=(3, 3, 3)).fit(X, np.arange(12) % 2)
+
+
+def test_adamw_is_adam_plus_decoupled_decay(images):
+    X, y = images
+    adam = CNNClassifier(**BASE, solver="adam", alpha=0.0).fit(X, y)
+    adamw = CNNClassifier(**BASE, solver="adamw", alpha=0.0).fit(X, y)
+    for a, b in zip(adam.coefs_, adamw.coefs_):
+        assert_array_equal(a, b)
+    decayed = CNNClassifier(**dict(BASE, learning_rate_init=0.01), solver="adamw")
+    decayed.set_params(alpha=20.0).fit(X, y)
+    l2 = CNNClassifier(**dict(BASE, learning_rate_init=0.01), solver="adam")
+    l2.set_params(alpha=20.0).fit(X, y)
+    # decay shrinks the weights, not the intercepts, and is not an L2 term
+    # of the loss: adamw's reported loss is the plain cross-entropy
+    assert np.abs(decayed.coefs_[-1]).mean() < np.abs(adamw.coefs_[-1]).mean()
+    assert decayed.loss_ < l2.loss_
+
+
+def test_cosine_schedule(images):
+    X, y = images
+    for solver in ("sgd", "adam"):
+        clf = CNNClassifier(
+            **dict(BASE, max_iter=6), solver=solver, learning_rate="cosine"
+        ).fit(X, y)
+        rates = [h["learning_rate"] for h in clf.history_]
+        expected = 1e-3 * 0.5 * (1 + np.cos(np.pi * np.arange(6) / 6))
+        assert_allclose(rates, expected)
+
+
+def test_class_weight_is_sample_weight_by_class(images):
+    X, y = images
+    by_dict = CNNClassifier(**BASE, class_weight={0: 3.0, 1: 1.0, 2: 0.5}).fit(X, y)
+    sw = np.choose(y, [3.0, 1.0, 0.5])
+    by_sw = CNNClassifier(**BASE).fit(X, y, sample_weight=sw)
+    assert_allclose(by_dict.coefs_[0], by_sw.coefs_[0], rtol=1e-12)
+    both = CNNClassifier(**BASE, class_weight="balanced").fit(X, y, sample_weight=sw)
+    combined = sw * compute_sample_weight("balanced", y)
+    manual = CNNClassifier(**BASE).fit(X, y, sample_weight=combined)
+    assert_allclose(both.coefs_[0], manual.coefs_[0], rtol=1e-12)
+    with pytest.raises(ValueError, match="not supported by partial_fit"):
+        CNNClassifier(class_weight="balanced").partial_fit(X, y, classes=[0, 1, 2])
+
+
+def test_explicit_validation_set_and_best_weights(images):
+    X, y = images
+    X_val, y_val = X[::-1][:15], y[::-1][:15]
+    clf = CNNClassifier(**dict(BASE, max_iter=10), early_stopping=True)
+    clf.fit(X, y, X_val=X_val, y_val=y_val)
+    assert len(clf.validation_scores_) == clf.n_iter_
+    # the best epoch's weights are restored, so the model scores its best
+    assert clf.score(X_val, y_val) == clf.best_validation_score_
+    with pytest.raises(ValueError, match="both X_val and y_val"):
+        clf.fit(X, y, X_val=X_val)
+    with pytest.raises(ValueError, match="early_stopping=True only"):
+        CNNClassifier().fit(X, y, X_val=X_val, y_val=y_val)
+    with pytest.raises(ValueError, match="not in the training data"):
+        clf.fit(X, y, X_val=X_val, y_val=y_val + 7)
+
+
+def test_history_and_verbose(images, capsys):
+    X, y = images
+    clf = CNNClassifier(**BASE, verbose=True).fit(X, y)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(clf.history_) == clf.n_iter_ == 4
+    assert all("loss = " in line and "img/s" in line for line in lines)
+    assert [h["epoch"] for h in clf.history_] == [1, 2, 3, 4]
+    assert [h["loss"] for h in clf.history_] == clf.loss_curve_
+    assert all(h["seconds"] > 0 and h["validation_score"] is None for h in clf.history_)
+    clf.set_params(verbose=False).partial_fit(X, y)
+    assert capsys.readouterr().out == ""
+    assert len(clf.history_) == 5 and clf.history_[-1]["epoch"] == 5
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_ctrl_c_stops_after_the_current_batch(monkeypatch, images, early_stopping):
+    X, y = images
+    X, y = np.concatenate([X] * 3), np.concatenate([y] * 3)
+    calls = []
+    real = training.loss_and_gradients
+
+    def interrupting(*args):
+        calls.append(1)
+        if len(calls) == 7:  # in the second epoch (4 batches each)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args)
+
+    monkeypatch.setattr(training, "loss_and_gradients", interrupting)
+    clf = CNNClassifier(**dict(BASE, max_iter=50, batch_size=27))
+    clf.set_params(early_stopping=early_stopping)
+    with pytest.warns(UserWarning, match="interrupted"):
+        clf.fit(X, y)
+    assert len(calls) == 7  # the batch in flight finished, no other started
+    assert clf.n_iter_ == 1
+    assert np.isfinite(clf.predict_proba(X)).all()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
