@@ -14,7 +14,7 @@ from ._image import (
 )
 from ._network import output_probabilities
 from ._params import PARAMETER_CONSTRAINTS
-from ._training import guarded_fit
+from ._training import batch_norms, guarded_fit
 
 
 class CNNClassifier(ClassifierMixin, BaseEstimator):
@@ -94,6 +94,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     global_pooling : bool, default=False
         Average each feature map of the last block to one value (global
         average pooling) instead of flattening the maps.
+
+    batch_norm : bool, default=False
+        Batch-normalize each convolution's output before its activation
+        (the block's intercept is then the normalization's shift, and
+        ``batch_norm_scales_`` its scale). Training uses each minibatch's
+        statistics and keeps running averages of them (momentum 0.1), which
+        prediction uses, so predictions do not depend on the batch. Such a
+        minibatch is not split across threads.
 
     hidden_layer_sizes : array-like of int, default=(64,)
         Sizes of the fully connected hidden layers after the convolutions.
@@ -238,6 +246,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     t_ : int
         Number of training samples seen by the solver.
 
+    batch_norm_scales_, batch_norm_means_, batch_norm_vars_ : list of ndarray
+        With ``batch_norm=True``, per convolution block: the learned scales
+        and the running mean and variance used at prediction (shape
+        ``(filters,)``); None otherwise.
+
     history_ : list of dict
         One dict per epoch, alongside ``loss_curve_``: ``epoch`` (counted
         across calls), ``loss``, ``validation_score`` (None without early
@@ -284,6 +297,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         pooling="max",
         strides=1,
         global_pooling=False,
+        batch_norm=False,
         hidden_layer_sizes=(64,),
         activation="relu",
         dropout=0.0,
@@ -317,6 +331,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.pooling = pooling
         self.strides = strides
         self.global_pooling = global_pooling
+        self.batch_norm = batch_norm
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.dropout = dropout
@@ -417,7 +432,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def _output(self, X):
         """Output-layer probabilities, (n, n_outputs_)."""
         return output_probabilities(
-            self._arch, self.coefs_, self.intercepts_, X, self.image_shape_
+            self._arch,
+            self.coefs_,
+            self.intercepts_,
+            X,
+            self.image_shape_,
+            batch_norms(self),
         )
 
     def _predict(self, X):

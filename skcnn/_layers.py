@@ -232,3 +232,51 @@ ACTIVATION_GRADS = {
     "tanh": _tanh_grad,
     "logistic": _logistic_grad,
 }
+
+
+# --------------------------------------------------------------------------
+# Batch normalization over (n, height, width) per channel
+# --------------------------------------------------------------------------
+
+BATCH_NORM_EPSILON = 1e-5
+
+
+def batchnorm_forward(z, scale, shift):
+    """Normalize each channel with the batch's statistics, then scale/shift.
+
+    Returns ``(out, cache, (mean, var))``; the batch mean and (biased)
+    variance are returned for the caller's running averages.
+    """
+    axes = tuple(range(z.ndim - 1))
+    mean = z.mean(axis=axes)
+    var = z.var(axis=axes)
+    inv_std = 1.0 / np.sqrt(var + z.dtype.type(BATCH_NORM_EPSILON))
+    x_hat = z - mean
+    x_hat *= inv_std
+    out = x_hat * scale
+    out += shift
+    return out, (x_hat, inv_std, scale), (mean, var)
+
+
+def batchnorm_backward(dout, cache):
+    """Gradients w.r.t. the input, the scale and the shift."""
+    x_hat, inv_std, scale = cache
+    axes = tuple(range(dout.ndim - 1))
+    count = dout.size // dout.shape[-1]
+    dshift = dout.sum(axis=axes)
+    channels = dout.shape[-1]
+    dscale = np.einsum(
+        "ic,ic->c", dout.reshape(-1, channels), x_hat.reshape(-1, channels)
+    )
+    # d/dz of (z - mean) / std through the batch mean and variance
+    dz = dout - (dshift + x_hat * dscale) / dout.dtype.type(count)
+    dz *= scale * inv_std
+    return dz, dscale, dshift
+
+
+def batchnorm_inference(z, scale, shift, mean, var):
+    """Normalize with running statistics: one per-channel affine map, in place."""
+    factor = scale / np.sqrt(var + z.dtype.type(BATCH_NORM_EPSILON))
+    z *= factor
+    z += shift - mean * factor
+    return z

@@ -16,6 +16,9 @@ from ._layers import (
     ACTIVATIONS,
     avgpool_backward,
     avgpool_forward,
+    batchnorm_backward,
+    batchnorm_forward,
+    batchnorm_inference,
     conv2d_backward,
     conv2d_forward,
     maxpool_backward,
@@ -54,6 +57,7 @@ class Architecture:
     activation: str
     out_activation: str
     global_pooling: bool = False  # average each map instead of flattening
+    batch_norm: bool = False  # normalize each conv's output before activation
 
     @property
     def coef_shapes(self):
@@ -114,6 +118,7 @@ def build_architecture(
     out_activation,
     strides=1,
     global_pooling=False,
+    batch_norm=False,
 ):
     """Resolve every layer's size for images of ``image_shape`` = (H, W, C).
 
@@ -157,6 +162,7 @@ def build_architecture(
         activation=activation,
         out_activation=out_activation,
         global_pooling=global_pooling,
+        batch_norm=bool(batch_norm and blocks),
     )
 
 
@@ -182,35 +188,49 @@ def initialize(arch, rng, dtype):
     return coefs, intercepts
 
 
-def forward(arch, coefs, intercepts, x, train=True, dropout_masks=None):
+def forward(arch, coefs, intercepts, x, train=True, dropout_masks=None, norms=None):
     """Logits for images ``x`` of shape (n, H, W, C).
 
     With ``train=False`` no cache is kept (inference skips all backward
     bookkeeping) and the returned caches are None. ``dropout_masks`` holds,
     per hidden dense layer, an (n, units) array of 0 and 1 / (1 - p) that
-    multiplies the layer's output (inverted dropout).
+    multiplies the layer's output (inverted dropout). With batch
+    normalization, ``norms`` holds per conv block its ``(scale, running_mean,
+    running_var)``; training normalizes with the batch's statistics, which
+    the caches keep, and inference with the running ones.
     """
     act = ACTIVATIONS[arch.activation]
     caches = []
     a = x
     n_conv = len(arch.conv_blocks)
-    for block, W, b in zip(arch.conv_blocks, coefs, intercepts):
+    for k, (block, W, b) in enumerate(zip(arch.conv_blocks, coefs, intercepts)):
         z, conv_cache = conv2d_forward(a, W, block.stride, block.pads, block.conv_hw)
         ph, pw = block.pool
         if not train:
             conv_cache = None
-        if block.pooling == "max":
+        norm_cache = None
+        if arch.batch_norm:
+            scale, mean, var = norms[k]
+            if train:
+                z, norm_cache, stats = batchnorm_forward(z, scale, b)
+                norm_cache += stats
+            else:
+                z = batchnorm_inference(z, scale, b, mean, var)
+        elif block.pooling == "max":
             # max-pool commutes with a per-channel bias and any non-decreasing
             # activation, so pool first: the two passes after it are ph*pw
-            # times smaller
+            # times smaller (a normalization's scale may be negative: not then)
             pooled, pool_cache = maxpool_forward(z, ph, pw, need_cache=train)
             # the pooled maxima stay cached for the backward pass in training
             z = a = act(np.add(pooled, b, out=None if train else pooled))
+            caches.append((conv_cache, pool_cache, z, None))
+            continue
         else:
             z += b
-            z = act(z)
-            a, pool_cache = avgpool_forward(z, ph, pw, need_cache=train)
-        caches.append((conv_cache, pool_cache, z))
+        z = act(z)
+        pool = maxpool_forward if block.pooling == "max" else avgpool_forward
+        a, pool_cache = pool(z, ph, pw, need_cache=train)
+        caches.append((conv_cache, pool_cache, z, norm_cache))
     # global average pooling (one value per map) or flatten in (H, W, C) order
     a = a.mean(axis=(1, 2)) if arch.global_pooling else a.reshape(a.shape[0], -1)
     dense_coefs = coefs[n_conv:]
@@ -227,8 +247,12 @@ def forward(arch, coefs, intercepts, x, train=True, dropout_masks=None):
             a = a_raw * mask
 
 
-def backward(arch, coefs, caches, dlogits, need_dx=False):
-    """Gradients of the loss w.r.t. every coef and intercept, given d/dlogits."""
+def backward(arch, coefs, caches, dlogits, need_dx=False, scale_grads=None):
+    """Gradients of the loss w.r.t. every coef and intercept, given d/dlogits.
+
+    With batch normalization the gradients of the scales are written into
+    the list ``scale_grads`` (one per conv block).
+    """
     act_grad = ACTIVATION_GRADS[arch.activation]
     n_conv = len(arch.conv_blocks)
     n_layers = len(coefs)
@@ -258,16 +282,24 @@ def backward(arch, coefs, caches, dlogits, need_dx=False):
             delta = delta.reshape((n,) + last.out_shape)
     for k in range(n_conv - 1, -1, -1):
         block = arch.conv_blocks[k]
-        conv_cache, pool_cache, a_act = caches[k]
+        conv_cache, pool_cache, a_act, norm_cache = caches[k]
         ph, pw = block.pool
-        if block.pooling == "max":
+        if block.pooling == "max" and not arch.batch_norm:
             delta = act_grad(a_act, delta)
             intercept_grads[k] = delta.sum(axis=(0, 1, 2))
             delta = maxpool_backward(delta, pool_cache, ph, pw)
         else:
-            delta = avgpool_backward(delta, pool_cache, ph, pw)
+            if block.pooling == "max":
+                delta = maxpool_backward(delta, pool_cache, ph, pw)
+            else:
+                delta = avgpool_backward(delta, pool_cache, ph, pw)
             delta = act_grad(a_act, delta)
-            intercept_grads[k] = delta.sum(axis=(0, 1, 2))
+            if arch.batch_norm:
+                delta, scale_grads[k], intercept_grads[k] = batchnorm_backward(
+                    delta, norm_cache[:3]
+                )
+            else:
+                intercept_grads[k] = delta.sum(axis=(0, 1, 2))
         delta, coef_grads[k] = conv2d_backward(
             delta,
             conv_cache,
@@ -289,6 +321,7 @@ def loss_and_gradients(
     alpha,
     n_threads=1,
     dropout_masks=None,
+    norms=None,
 ):
     """Regularised loss and its gradients, with MLPClassifier's L2 convention.
 
@@ -297,6 +330,11 @@ def loss_and_gradients(
     n being the number of samples (or the sum of their weights); intercepts
     are not penalised. With ``n_threads > 1`` a large enough batch is split
     into parts computed in parallel and their gradients summed.
+
+    Returns ``(loss, coef_grads, intercept_grads)``; with batch normalization
+    (``norms`` given, see :func:`forward`) also the scales' gradients and
+    each block's batch ``(mean, var)``. Batch statistics need the whole
+    batch, so such a batch is not split.
     """
     n = x.shape[0]
     total = weight_total(sample_weight, n)
@@ -304,15 +342,23 @@ def loss_and_gradients(
 
     def part(rows):
         masks = None if dropout_masks is None else [m[rows] for m in dropout_masks]
-        logits, caches = forward(arch, coefs, intercepts, x[rows], True, masks)
+        logits, caches = forward(arch, coefs, intercepts, x[rows], True, masks, norms)
         sw = None if sample_weight is None else sample_weight[rows]
         loss, dlogits = loss_fn(logits, Y[rows], sw, total)
-        coef_grads, intercept_grads, _ = backward(arch, coefs, caches, dlogits)
+        scale_grads = [None] * len(arch.conv_blocks) if arch.batch_norm else None
+        coef_grads, intercept_grads, _ = backward(
+            arch, coefs, caches, dlogits, scale_grads=scale_grads
+        )
+        if arch.batch_norm:
+            stats = [c[3][3:] for c in caches[: len(arch.conv_blocks)]]
+            return loss, coef_grads, intercept_grads, scale_grads, stats
         return loss, coef_grads, intercept_grads
 
-    parts = n_parts(n, arch.max_values_per_sample(), n_threads)
+    parts = (
+        1 if arch.batch_norm else n_parts(n, arch.max_values_per_sample(), n_threads)
+    )
     results = map_parts(part, n, parts)
-    loss, coef_grads, intercept_grads = results[0]
+    loss, coef_grads, intercept_grads = results[0][:3]
     for other_loss, other_coef, other_intercept in results[1:]:
         loss += other_loss
         for g, h in zip(coef_grads + intercept_grads, other_coef + other_intercept):
@@ -322,10 +368,10 @@ def loss_and_gradients(
         loss += 0.5 * scale * sum(float(np.vdot(W, W)) for W in coefs)
         for g, W in zip(coef_grads, coefs):
             g += W.dtype.type(scale) * W
-    return loss, coef_grads, intercept_grads
+    return (loss, coef_grads, intercept_grads) + tuple(results[0][3:])
 
 
-def output_probabilities(arch, coefs, intercepts, X, image_shape):
+def output_probabilities(arch, coefs, intercepts, X, image_shape, norms=None):
     """Output-layer probabilities for the rows of X, shape (n, n_outputs).
 
     Computed in chunks so memory stays bounded whatever n, each chunk split
@@ -346,7 +392,9 @@ def output_probabilities(arch, coefs, intercepts, X, image_shape):
 
             def part(rows, xb=xb, out_b=out_b):
                 images = xb[rows].reshape((-1,) + tuple(image_shape))
-                logits, _ = forward(arch, coefs, intercepts, images, train=False)
+                logits, _ = forward(
+                    arch, coefs, intercepts, images, train=False, norms=norms
+                )
                 out_b[rows] = prob(logits)
 
             map_parts(part, len(xb), n_parts(len(xb), values, n_threads))

@@ -124,7 +124,7 @@ class Adam:
 
 
 def make_optimizer(estimator, params):
-    """The estimator's optimizer over ``params`` = coefs_ + intercepts_."""
+    """The estimator's optimizer over ``params``: coefs_ first, then the rest."""
     if estimator.solver == "sgd":
         return SGD(
             params,
@@ -142,7 +142,7 @@ def make_optimizer(estimator, params):
         estimator.beta_2,
         estimator.epsilon,
         weight_decay=estimator.alpha if decoupled else 0.0,
-        n_decayed=len(params) // 2 if decoupled else 0,
+        n_decayed=len(estimator.coefs_) if decoupled else 0,
     )
 
 

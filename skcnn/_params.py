@@ -15,6 +15,7 @@ PARAMETER_CONSTRAINTS = {
     "pool_size": [Interval(Integral, 1, None, closed="left"), "array-like"],
     "strides": [Interval(Integral, 1, None, closed="left"), "array-like"],
     "global_pooling": ["boolean"],
+    "batch_norm": ["boolean"],
     "dropout": [Interval(Real, 0, 1, closed="left")],
     "class_weight": [dict, StrOptions({"balanced"}), None],
     "padding": [StrOptions({"valid", "same"})],

@@ -86,7 +86,7 @@ def _fit_unguarded(est, X, y, sample_weight, incremental, classes, validation):
         initialize_state(est, image_shape, Y.shape[1], dtype)
     elif not incremental:
         # a warm-started fit runs a fresh optimizer from the current weights
-        est._optimizer = make_optimizer(est, est.coefs_ + est.intercepts_)
+        est._optimizer = make_optimizer(est, trainable(est))
     if validation is not None:
         X_val = est._validate_predict_input(validation[0])
         y_val = check_validation_targets(est, validation[1], X_val)
@@ -172,10 +172,18 @@ def initialize_state(est, image_shape, n_outputs, dtype):
         est.out_activation_,
         strides=est.strides,
         global_pooling=est.global_pooling,
+        batch_norm=est.batch_norm,
     )
     est.coefs_, est.intercepts_ = initialize(est._arch, est._random_state, dtype)
+    if est._arch.batch_norm:
+        filters = [b.filters for b in est._arch.conv_blocks]
+        est.batch_norm_scales_ = [np.ones(f, dtype=dtype) for f in filters]
+        est.batch_norm_means_ = [np.zeros(f, dtype=dtype) for f in filters]
+        est.batch_norm_vars_ = [np.ones(f, dtype=dtype) for f in filters]
+    else:
+        est.batch_norm_scales_ = est.batch_norm_means_ = est.batch_norm_vars_ = None
     est.n_layers_ = len(est.coefs_) + 1
-    est._optimizer = make_optimizer(est, est.coefs_ + est.intercepts_)
+    est._optimizer = make_optimizer(est, trainable(est))
     est.n_iter_ = 0
     est.t_ = 0
     est.loss_curve_ = []
@@ -189,8 +197,7 @@ def initialize_state(est, image_shape, n_outputs, dtype):
         est.validation_scores_ = None
         est.best_validation_score_ = None
         est.best_loss_ = np.inf
-    est._best_coefs = [c.copy() for c in est.coefs_]
-    est._best_intercepts = [b.copy() for b in est.intercepts_]
+    est._best_state = [a.copy() for a in model_state(est)]
 
 
 def fit_stochastic(est, X, Y, sample_weight, incremental, validation=None):
@@ -205,7 +212,7 @@ def fit_stochastic(est, X, Y, sample_weight, incremental, validation=None):
         )
     n_samples = X.shape[0]
     batch_size = _batch_size(est, n_samples)
-    params = est.coefs_ + est.intercepts_
+    params = model_state(est)
     est.n_iter_ = 0
     tune_malloc()
     n_threads = blas_threads()
@@ -237,7 +244,7 @@ def fit_stochastic(est, X, Y, sample_weight, incremental, validation=None):
 
     if est.early_stopping:
         # restore the best weights, in place so coefs_ stay the live arrays
-        for p, best in zip(params, est._best_coefs + est._best_intercepts):
+        for p, best in zip(params, est._best_state):
             p[...] = best
 
 
@@ -267,6 +274,45 @@ def _validation_split(est, X, Y, sample_weight, validation):
         sample_weight, sw_val = split[4:]
     y_val = est._label_binarizer.inverse_transform(Y_val)
     return X, Y, sample_weight, (X_val, y_val, sw_val)
+
+
+def trainable(est):
+    """The arrays the optimizer updates: weights, intercepts, norm scales."""
+    return est.coefs_ + est.intercepts_ + (est.batch_norm_scales_ or [])
+
+
+def model_state(est):
+    """Every array prediction depends on (what early stopping snapshots)."""
+    if est.batch_norm_scales_ is None:
+        return trainable(est)
+    return trainable(est) + est.batch_norm_means_ + est.batch_norm_vars_
+
+
+def batch_norms(est):
+    """Per conv block (scale, running mean, running var), or None."""
+    if est.batch_norm_scales_ is None:
+        return None
+    return list(
+        zip(est.batch_norm_scales_, est.batch_norm_means_, est.batch_norm_vars_)
+    )
+
+
+# Weight of a batch's statistics in the running averages (PyTorch's default).
+_BATCH_NORM_MOMENTUM = 0.1
+
+
+def _update_running_stats(est, stats, n):
+    """Exponential running averages of the batch means and (unbiased) vars."""
+    m = _BATCH_NORM_MOMENTUM
+    for block, (mean, var), run_mean, run_var in zip(
+        est._arch.conv_blocks, stats, est.batch_norm_means_, est.batch_norm_vars_
+    ):
+        count = n * int(np.prod(block.conv_hw))  # values per channel
+        unbiased = var * (count / max(count - 1, 1))
+        run_mean *= 1 - m
+        run_mean += m * mean
+        run_var *= 1 - m
+        run_var += m * unbiased
 
 
 def _batch_size(est, n_samples):
@@ -306,7 +352,8 @@ def _dropout_masks(est, n, dtype):
 def _run_epoch(est, X, Y, sample_weight, batch_size, n_threads, interrupt):
     """One pass over the data; returns the mean minibatch loss."""
     dtype = est.coefs_[0].dtype
-    params = est.coefs_ + est.intercepts_
+    params = trainable(est)
+    norms = batch_norms(est)
     n_samples = X.shape[0]
     order = est._random_state.permutation(n_samples) if est.shuffle else None
     accumulated_loss = 0.0
@@ -316,7 +363,7 @@ def _run_epoch(est, X, Y, sample_weight, batch_size, n_threads, interrupt):
         if sw is not None and not sw.any():
             continue  # a batch of zero weight carries no gradient
         xb = X[idx].reshape((-1,) + est.image_shape_)
-        loss, coef_grads, intercept_grads = loss_and_gradients(
+        loss, coef_grads, intercept_grads, *norm_info = loss_and_gradients(
             est._arch,
             est.coefs_,
             est.intercepts_,
@@ -326,10 +373,16 @@ def _run_epoch(est, X, Y, sample_weight, batch_size, n_threads, interrupt):
             0.0 if est.solver == "adamw" else est.alpha,  # adamw decays instead
             n_threads,
             _dropout_masks(est, xb.shape[0], dtype),
+            norms,
         )
         if not np.isfinite(loss):
             _diverged(est)
-        est._optimizer.update_params(params, coef_grads + intercept_grads)
+        grads = coef_grads + intercept_grads
+        if norms is not None:
+            scale_grads, stats = norm_info
+            grads += scale_grads
+            _update_running_stats(est, stats, xb.shape[0])
+        est._optimizer.update_params(params, grads)
         accumulated_loss += loss * xb.shape[0]
         if interrupt.requested:
             break
@@ -423,8 +476,7 @@ def _update_validation(est, X_val, y_val, sw_val):
         est._no_improvement_count = 0
     if score > est.best_validation_score_:
         est.best_validation_score_ = score
-        est._best_coefs = [c.copy() for c in est.coefs_]
-        est._best_intercepts = [b.copy() for b in est.intercepts_]
+        est._best_state = [a.copy() for a in model_state(est)]
     return score
 
 

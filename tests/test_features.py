@@ -32,7 +32,7 @@ def test_dropout_zeroes_about_p_of_the_hidden_units(monkeypatch, images):
     real = training.loss_and_gradients
 
     def spy(*args):
-        seen.append(args[-1])
+        seen.append(args[8])  # the dropout masks
         return real(*args)
 
     monkeypatch.setattr(training, "loss_and_gradients", spy)
@@ -166,3 +166,27 @@ def test_ctrl_c_stops_after_the_current_batch(monkeypatch, images, early_stoppin
     assert clf.n_iter_ == 1
     assert np.isfinite(clf.predict_proba(X)).all()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_batch_norm_running_statistics_and_batch_invariance(images):
+    X, y = images
+    clf = CNNClassifier(**dict(BASE, conv_filters=(3, 4)), batch_norm=True).fit(X, y)
+    assert [s.shape for s in clf.batch_norm_scales_] == [(3,), (4,)]
+    assert all(not np.allclose(m, 0) for m in clf.batch_norm_means_)
+    assert all(not np.allclose(v, 1) for v in clf.batch_norm_vars_)
+    proba = clf.predict_proba(X)
+    # running statistics at predict time: a row's output ignores the batch
+    for rows in (slice(0, 1), slice(5, 9), slice(10, 40)):
+        assert_allclose(clf.predict_proba(X[rows]), proba[rows], rtol=1e-12)
+    twin = CNNClassifier(**dict(BASE, conv_filters=(3, 4)), batch_norm=True)
+    assert_array_equal(twin.fit(X, y).predict_proba(X), proba)
+    assert CNNClassifier(**BASE).fit(X, y).batch_norm_scales_ is None
+
+
+def test_batch_norm_early_stopping_restores_running_statistics(images):
+    X, y = images
+    X3, y3 = np.concatenate([X] * 3), np.concatenate([y] * 3)
+    clf = CNNClassifier(
+        **dict(BASE, max_iter=8), batch_norm=True, early_stopping=True
+    ).fit(X3, y3, X_val=X, y_val=y)
+    assert clf.score(X, y) == clf.best_validation_score_

@@ -16,6 +16,9 @@ from skcnn._layers import (
     ACTIVATIONS,
     avgpool_backward,
     avgpool_forward,
+    batchnorm_backward,
+    batchnorm_forward,
+    batchnorm_inference,
     conv2d_backward,
     conv2d_forward,
     maxpool_backward,
@@ -208,3 +211,33 @@ def test_losses_stay_finite_for_extreme_logits():
     assert np.isfinite(loss) and np.isfinite(grad).all()
     loss, grad = logistic_cross_entropy(z[:, :1], np.array([[0.0], [1.0]]))
     assert np.isfinite(loss) and np.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 5, 2), (6, 1, 1, 3)])
+def test_batchnorm_gradients(shape):
+    rng = np.random.default_rng(8)
+    z = rng.standard_normal(shape) * 2 + 1
+    scale = rng.uniform(-1.5, 1.5, shape[-1])  # negative scales too
+    shift = rng.standard_normal(shape[-1])
+    out, cache, _ = batchnorm_forward(z, scale, shift)
+    G = rng.standard_normal(out.shape)
+    dz, dscale, dshift = batchnorm_backward(G, cache)
+
+    def f():
+        return np.sum(G * batchnorm_forward(z, scale, shift)[0])
+
+    assert_gradient(dz, f, z)
+    assert_gradient(dscale, f, scale)
+    assert_gradient(dshift, f, shift)
+
+
+def test_batchnorm_normalizes_and_inference_matches_with_batch_stats():
+    rng = np.random.default_rng(9)
+    z = rng.standard_normal((5, 4, 3, 2)) * 3 - 2
+    out, _, (mean, var) = batchnorm_forward(z, np.ones(2), np.zeros(2))
+    np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), 0, atol=1e-12)
+    np.testing.assert_allclose(out.std(axis=(0, 1, 2)), 1, rtol=1e-5)
+    scale, shift = np.array([0.5, -2.0]), np.array([1.0, 3.0])
+    train_out = batchnorm_forward(z, scale, shift)[0]
+    infer_out = batchnorm_inference(z.copy(), scale, shift, mean, var)
+    np.testing.assert_allclose(infer_out, train_out, rtol=1e-12)

@@ -160,3 +160,44 @@ def test_per_block_sizes_must_match_the_blocks():
         build_architecture(
             (8, 8, 1), (2, 2, 2), (3, 3), 2, "valid", "max", (4,), 2, "relu", "softmax"
         )
+
+
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+@pytest.mark.parametrize("global_pooling", [False, True])
+def test_network_gradients_with_batch_norm(pooling, global_pooling):
+    arch = build_architecture(
+        (8, 7, 2),
+        (3, 4),
+        3,
+        2,
+        "same",
+        pooling,
+        (5,),
+        3,
+        "tanh",
+        "softmax",
+        global_pooling=global_pooling,
+        batch_norm=True,
+    )
+    rng = np.random.RandomState(3)
+    coefs, intercepts = initialize(arch, rng, np.float64)
+    intercepts = [rng.uniform(-0.2, 0.2, b.shape) for b in intercepts]
+    scales = [rng.uniform(-1.5, 1.5, 3), rng.uniform(0.5, 1.5, 4)]
+    norms = [(s, None, None) for s in scales]
+    x = rng.uniform(0, 1, (6, 8, 7, 2))
+    Y = np.eye(3)[rng.randint(0, 3, 6)]
+    sw = rng.uniform(0.5, 2, 6)
+
+    def loss():
+        return loss_and_gradients(arch, coefs, intercepts, x, Y, sw, 0.1, norms=norms)[
+            0
+        ]
+
+    _, coef_grads, intercept_grads, scale_grads, stats = loss_and_gradients(
+        arch, coefs, intercepts, x, Y, sw, 0.1, norms=norms
+    )
+    for W, g in zip(
+        coefs + intercepts + scales, coef_grads + intercept_grads + scale_grads
+    ):
+        assert_gradient(g, loss, W)
+    assert [m.shape for m, v in stats] == [(3,), (4,)]

@@ -24,3 +24,34 @@ def test_defaults_train_robustly_across_seeds(seed, monkeypatch):
     )
     estimator_checks.check_classifiers_train("CNNClassifier", CNNClassifier())
     estimator_checks.check_classifiers_classes("CNNClassifier", CNNClassifier())
+
+
+# The same checks on the non-default training features: they must not
+# break any part of the estimator contract either.
+@parametrize_with_checks(
+    [
+        CNNClassifier(solver="adamw", learning_rate="cosine", global_pooling=True),
+        CNNClassifier(strides=2, padding="same", pooling="avg", kernel_size=(2, 3)),
+    ]
+)
+def test_sklearn_compatible_with_features(estimator, check):
+    check(estimator)
+
+
+# Dropout draws a mask per sample and batch normalization uses the batch's
+# unweighted statistics, so for them (as in Keras or PyTorch) an integer
+# sample weight is not the same as repeating the sample. Every other check
+# must pass.
+STOCHASTIC_WEIGHTING = {
+    "check_sample_weight_equivalence_on_dense_data": (
+        "dropout masks / batch statistics are per sample, not per weight"
+    )
+}
+
+
+@parametrize_with_checks(
+    [CNNClassifier(batch_norm=True), CNNClassifier(dropout=0.2)],
+    expected_failed_checks=lambda est: STOCHASTIC_WEIGHTING,
+)
+def test_sklearn_compatible_with_dropout_and_batch_norm(estimator, check):
+    check(estimator)
