@@ -114,6 +114,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         (inverted dropout, off at prediction). The masks are drawn from the
         estimator's random state, so fits stay reproducible.
 
+    augment : dict or None, default=None
+        Image augmentation during ``fit`` / ``partial_fit`` (never at
+        prediction): ``{"shift": s, "flip": f}`` shifts each training image
+        by a random whole number of pixels in [-s, s] along each axis
+        (zero-filled) and, with ``f=True``, mirrors half of them
+        horizontally. Drawn from the estimator's random state, so fits stay
+        reproducible.
+
     solver : {"sgd", "adam", "adamw"}, default="adam"
         Weight optimizer: "sgd" and "adam" with MLPClassifier's semantics,
         "adamw" is Adam with decoupled weight decay.
@@ -261,10 +269,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ``len(coefs_) + 1``, as in MLPClassifier.
 
     n_outputs_ : int
-        Number of output units: 1 for binary targets, else ``n_classes``.
+        Number of output units: 1 for binary targets, else ``n_classes``
+        (or the number of labels of a multilabel target).
 
     out_activation_ : str
-        "logistic" for binary targets, else "softmax".
+        "softmax" for multi-class targets, "logistic" for binary and
+        multilabel ones.
 
     See Also
     --------
@@ -301,6 +311,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         hidden_layer_sizes=(64,),
         activation="relu",
         dropout=0.0,
+        augment=None,
         solver="adam",
         alpha=0.0001,
         batch_size="auto",
@@ -335,6 +346,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.dropout = dropout
+        self.augment = augment
         self.solver = solver
         self.alpha = alpha
         self.batch_size = batch_size
@@ -499,4 +511,5 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = False
+        tags.classifier_tags.multi_label = True
         return tags

@@ -37,11 +37,15 @@ def softmax_cross_entropy(logits, Y, sample_weight=None, total=None):
 
 
 def logistic_cross_entropy(logits, Y, sample_weight=None, total=None):
-    """Binary cross-entropy of one logistic unit; ``Y`` is (n, 1) in {0, 1}."""
+    """Binary cross-entropy of independent logistic units, summed over them.
+
+    ``Y`` is (n, k) in {0, 1}: k = 1 for a binary target, one column per
+    label for a multilabel one (MLPClassifier's ``binary_log_loss``).
+    """
     if total is None:
         total = weight_total(sample_weight, logits.shape[0])
     # -log sigmoid(z) = softplus(-z), -log(1 - sigmoid(z)) = softplus(z)
-    per_sample = (np.logaddexp(0, logits) - Y * logits).ravel().astype(np.float64)
+    per_sample = (np.logaddexp(0, logits) - Y * logits).sum(axis=1, dtype=np.float64)
     grad = expit(logits) - Y
     return _finish(per_sample, grad, sample_weight, total)
 

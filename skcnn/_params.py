@@ -17,6 +17,7 @@ PARAMETER_CONSTRAINTS = {
     "global_pooling": ["boolean"],
     "batch_norm": ["boolean"],
     "dropout": [Interval(Real, 0, 1, closed="left")],
+    "augment": [None, dict],
     "class_weight": [dict, StrOptions({"balanced"}), None],
     "padding": [StrOptions({"valid", "same"})],
     "pooling": [StrOptions({"max", "avg"})],

@@ -22,6 +22,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import (
     _check_partial_fit_first_call,
     check_classification_targets,
+    type_of_target,
     unique_labels,
 )
 from sklearn.utils.validation import (
@@ -70,11 +71,14 @@ def _fit_unguarded(est, X, y, sample_weight, incremental, classes, validation):
         or new_classes
         or (not est.warm_start and not incremental)
     )
+    check_augment(est.augment)
     X, sample_shape = split_images(X)
     if not first_pass:
         check_sample_shape(sample_shape, est.image_shape_)
     dtype = compute_dtype(X) if first_pass else est.coefs_[0].dtype
-    X, y = validate_data(est, X, y, dtype=dtype, reset=first_pass)
+    X, y = validate_data(est, X, y, dtype=dtype, reset=first_pass, multi_output=True)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = column_or_1d(y, warn=True)
     check_magnitude(X)
     check_classification_targets(y)
     sample_weight = combined_sample_weight(est, X, y, sample_weight, incremental)
@@ -118,6 +122,14 @@ def combined_sample_weight(est, X, y, sample_weight, incremental):
 
 def check_validation_targets(est, y_val, X_val):
     """An explicit validation set's labels: known classes, one per row."""
+    if est._label_binarizer.y_type_.startswith("multilabel"):
+        y_val = np.asarray(y_val)
+        if y_val.ndim != 2 or y_val.shape[1] != est.n_outputs_:
+            raise ValueError(
+                f"y_val must be a ({X_val.shape[0]}, {est.n_outputs_}) label "
+                f"indicator array; got shape {y_val.shape}."
+            )
+        return y_val
     y_val = column_or_1d(y_val)
     if len(y_val) != X_val.shape[0]:
         raise ValueError(
@@ -136,7 +148,8 @@ def encode_targets(est, y, refit_classes, incremental):
         est.classes_ = est._label_binarizer.classes_
         return est._label_binarizer.transform(y).astype(bool)
     if not hasattr(est, "_label_binarizer"):  # first partial_fit call
-        est._label_binarizer = LabelBinarizer().fit(est.classes_)
+        multilabel = type_of_target(y).startswith("multilabel")
+        est._label_binarizer = LabelBinarizer().fit(y if multilabel else est.classes_)
     classes = unique_labels(y)
     if not incremental:
         if set(classes) != set(est.classes_):
@@ -147,7 +160,7 @@ def encode_targets(est, y, refit_classes, incremental):
             )
     elif len(np.setdiff1d(classes, est.classes_, assume_unique=True)):
         raise ValueError(
-            f"`y` has classes not in `est.classes_`. `est.classes_` has "
+            f"`y` has classes not in `classes_`. `classes_` has "
             f"{est.classes_}. `y` has {classes}."
         )
     return est._label_binarizer.transform(y).astype(bool)
@@ -251,9 +264,12 @@ def fit_stochastic(est, X, Y, sample_weight, incremental, validation=None):
 def _validation_split(est, X, Y, sample_weight, validation):
     if validation is not None:
         return X, Y, sample_weight, validation + (None,)
-    stratify = Y if est.n_outputs_ == 1 else Y.argmax(axis=1)
+    if est._label_binarizer.y_type_.startswith("multilabel"):
+        stratify, n_classes = None, 1  # as MLPClassifier: no stratification
+    else:
+        stratify = Y if est.n_outputs_ == 1 else Y.argmax(axis=1)
+        n_classes = len(np.unique(stratify, axis=0))
     n_val = int(np.ceil(est.validation_fraction * X.shape[0]))
-    n_classes = len(np.unique(stratify, axis=0))
     if n_val < max(2, n_classes):
         raise ValueError(
             f"The validation set is too small: {n_val} samples for "
@@ -349,6 +365,49 @@ def _dropout_masks(est, n, dtype):
     ]
 
 
+def check_augment(augment):
+    """The ``augment`` parameter as (max shift in pixels, flips), or None."""
+    if augment is None:
+        return None
+    unknown = set(augment) - {"shift", "flip"}
+    shift, flip = augment.get("shift", 0), augment.get("flip", False)
+    if (
+        unknown
+        or not isinstance(shift, Integral)
+        or isinstance(shift, bool)
+        or shift < 0
+        or not isinstance(flip, bool)
+    ):
+        raise ValueError(
+            "augment must be None or a dict with keys 'shift' (an int >= 0, the "
+            "largest shift in pixels) and 'flip' (bool, random horizontal "
+            f"flips); got {augment!r}."
+        )
+    return int(shift), flip
+
+
+def _augment(est, xb):
+    """Randomly shifted (zero-filled) and flipped copies of the images xb."""
+    settings = check_augment(est.augment)
+    if settings is None:
+        return xb
+    shift, flip = settings
+    rng = est._random_state
+    n, height, width, _ = xb.shape
+    if shift:
+        padded = np.pad(xb, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
+        dy = rng.randint(0, 2 * shift + 1, n)
+        dx = rng.randint(0, 2 * shift + 1, n)
+        rows = dy[:, None, None] + np.arange(height)[None, :, None]
+        cols = dx[:, None, None] + np.arange(width)[None, None, :]
+        xb = padded[np.arange(n)[:, None, None], rows, cols]
+    if flip:
+        flipped = rng.random_sample(n) < 0.5
+        xb = xb.copy() if not shift else xb
+        xb[flipped] = xb[flipped, :, ::-1]
+    return xb
+
+
 def _run_epoch(est, X, Y, sample_weight, batch_size, n_threads, interrupt):
     """One pass over the data; returns the mean minibatch loss."""
     dtype = est.coefs_[0].dtype
@@ -362,7 +421,7 @@ def _run_epoch(est, X, Y, sample_weight, batch_size, n_threads, interrupt):
         sw = None if sample_weight is None else sample_weight[idx]
         if sw is not None and not sw.any():
             continue  # a batch of zero weight carries no gradient
-        xb = X[idx].reshape((-1,) + est.image_shape_)
+        xb = _augment(est, X[idx].reshape((-1,) + est.image_shape_))
         loss, coef_grads, intercept_grads, *norm_info = loss_and_gradients(
             est._arch,
             est.coefs_,

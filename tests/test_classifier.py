@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
-from sklearn.datasets import make_classification
+from sklearn.datasets import make_classification, make_multilabel_classification
 from sklearn.neural_network import MLPClassifier
 
 import skcnn._network as network_module
@@ -262,15 +262,18 @@ def test_training_reduces_loss_and_learns():
     assert clf.score(X, y) > 0.9
 
 
-@pytest.mark.parametrize("n_classes", [2, 3])
+@pytest.mark.parametrize("n_classes", [2, 3, "multilabel"])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_sgd_step_matches_mlpclassifier(n_classes, weighted):
     # Without convolutions the network is an MLP: one SGD epoch from the same
     # weights must give MLPClassifier's loss and weights (same loss, L2 and
     # sample-weight conventions).
-    X, y = make_classification(
-        60, 6, n_informative=4, n_classes=n_classes, random_state=0
-    )
+    if n_classes == "multilabel":
+        X, y = make_multilabel_classification(60, 6, n_classes=3, random_state=0)
+    else:
+        X, y = make_classification(
+            60, 6, n_informative=4, n_classes=n_classes, random_state=0
+        )
     sw = np.random.default_rng(5).uniform(0.2, 3, 60) if weighted else None
     params = dict(
         hidden_layer_sizes=(5, 4),
@@ -342,3 +345,27 @@ def test_coefs_are_the_live_parameters(images):
     clf.coefs_[-1][...] = 0
     clf.intercepts_[-1][...] = [5.0, 0, 0]
     assert_array_equal(clf.predict(X4), 0)
+
+
+def test_multilabel_targets():
+    X, Y = make_multilabel_classification(
+        120, 16, n_classes=4, random_state=0, allow_unlabeled=False
+    )
+    clf = CNNClassifier(
+        conv_filters=(4,),
+        max_iter=60,
+        batch_size=16,
+        learning_rate_init=0.01,
+        random_state=0,
+    ).fit(X / X.max(), Y)
+    assert clf.out_activation_ == "logistic" and clf.n_outputs_ == 4
+    assert_array_equal(clf.classes_, np.arange(4))
+    proba = clf.predict_proba(X / X.max())
+    assert proba.shape == (120, 4) and ((proba >= 0) & (proba <= 1)).all()
+    pred = clf.predict(X / X.max())
+    assert_array_equal(pred, (proba > 0.5).astype(int))
+    majority = np.maximum(Y.mean(axis=0), 1 - Y.mean(axis=0)).mean()
+    assert (pred == Y).mean() > majority + 0.1  # per-label accuracy
+    inc = CNNClassifier(conv_filters=(4,), max_iter=1, random_state=0)
+    inc.partial_fit(X, Y, classes=np.arange(4)).partial_fit(X, Y)
+    assert inc.n_outputs_ == 4 and len(inc.loss_curve_) == 2

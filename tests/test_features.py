@@ -190,3 +190,48 @@ def test_batch_norm_early_stopping_restores_running_statistics(images):
         **dict(BASE, max_iter=8), batch_norm=True, early_stopping=True
     ).fit(X3, y3, X_val=X, y_val=y)
     assert clf.score(X, y) == clf.best_validation_score_
+
+
+def test_augment_shifts_and_flips_reproducibly(monkeypatch):
+    X = np.zeros((6, 5, 7, 1))
+    X[:, 2, 3, 0] = 1.0  # one lit pixel at the centre
+    seen = []
+    real = training.loss_and_gradients
+
+    def spy(*args):
+        seen.append(args[3].copy())
+        return real(*args)
+
+    monkeypatch.setattr(training, "loss_and_gradients", spy)
+    params = dict(BASE, max_iter=1, shuffle=False, batch_size=6)
+    CNNClassifier(**params, augment={"shift": 2, "flip": True}).fit(X, np.arange(6) % 2)
+    images = seen[0][..., 0]
+    for image in images:  # the pixel moved by at most 2 in each direction
+        (row,), (col,) = np.nonzero(image)
+        assert abs(row - 2) <= 2 and abs(col - 3) <= 2
+    assert len({tuple(np.argwhere(i)[0]) for i in images}) > 1
+    assert X.sum() == 6  # the caller's images are untouched
+    CNNClassifier(**params, augment={"shift": 2, "flip": True}).fit(X, np.arange(6) % 2)
+    assert_array_equal(seen[1], seen[0])  # reproducible through random_state
+    CNNClassifier(**params).fit(X, np.arange(6) % 2)
+    assert_array_equal(seen[2], X)  # off by default
+
+
+def test_augment_flip_mirrors_about_half_of_the_images():
+    est = CNNClassifier(augment={"flip": True})
+    est._random_state = np.random.RandomState(0)
+    xb = np.random.default_rng(0).uniform(size=(200, 3, 4, 2))
+    out = training._augment(est, xb)
+    mirrored = [np.array_equal(r, o[:, ::-1]) for r, o in zip(out, xb)]
+    kept = [np.array_equal(r, o) for r, o in zip(out, xb)]
+    assert all(m != k for m, k in zip(mirrored, kept))  # one or the other
+    assert 0.35 < np.mean(mirrored) < 0.65
+
+
+@pytest.mark.parametrize(
+    "augment", [{"shift": -1}, {"shift": 1.5}, {"flip": "yes"}, {"rotate": 10}]
+)
+def test_bad_augment(augment, images):
+    X, y = images
+    with pytest.raises(ValueError, match="augment must be"):
+        CNNClassifier(augment=augment).fit(X, y)
