@@ -2,19 +2,13 @@
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.utils.validation import (
-    check_is_fitted,
-    validate_data,
-)
+from sklearn.utils.validation import check_is_fitted
 
-from ._image import (
-    check_magnitude,
-    check_sample_shape,
-    split_images,
-)
+from ._fit import CallbackSupport, guarded_fit
+from ._image import validate_images
 from ._network import output_probabilities
 from ._params import PARAMETER_CONSTRAINTS
-from ._training import batch_norms, guarded_fit
+from ._training import batch_norms
 
 
 class CNNClassifier(ClassifierMixin, BaseEstimator):
@@ -45,12 +39,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
       the network an MLP over the features.
 
     Prediction accepts the fitted per-sample shape or its flattened rows.
-    Ctrl-C during ``fit`` stops training after the current minibatch with a
-    warning and leaves a usable model (the best weights so far with early
-    stopping).
     Any image size works with any architecture: a "valid" convolution
     kernel or a pooling window larger than its input map is clipped to the
     map's size, so no feature map ever vanishes.
+
+    **Training.** Ctrl-C during ``fit`` stops after the current minibatch
+    with a warning and a usable model. With scikit-learn >= 1.9,
+    ``set_callbacks`` attaches callbacks such as ``ProgressBar``: each epoch
+    is a task, each minibatch a sub-task.
 
     **Compute dtype.** A model fitted on float64 input computes in float64;
     on float32, integer or boolean input (such as uint8 images) it computes
@@ -75,10 +71,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     pool_size : int or tuple of int, default=2
         Height and width of the pooling windows (their stride is the same),
-        for all blocks or one per block.
-        ``pool_size=1`` means no pooling. Pooling is in floor mode, as in
-        Keras and PyTorch: a trailing row/column that does not fill a window
-        is dropped.
+        for all blocks or one per block; 1 means no pooling. Floor mode, as
+        in Keras and PyTorch: a trailing row/column that does not fill a
+        window is dropped.
 
     padding : {"valid", "same"}, default="valid"
         "valid" uses no padding; "same" zero-pads so that the output has the
@@ -296,6 +291,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     _parameter_constraints: dict = PARAMETER_CONSTRAINTS
 
+    if CallbackSupport is not None:  # scikit-learn >= 1.9; found by duck typing
+        set_callbacks = CallbackSupport.set_callbacks
+        _init_callback_context = CallbackSupport._init_callback_context
+
     def __init__(
         self,
         *,
@@ -369,8 +368,6 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.class_weight = class_weight
 
-    # ------------------------------------------------------------------ fit
-
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None, X_val=None, y_val=None):
         """Fit the model to images X and class labels y.
@@ -395,12 +392,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self : object
             The fitted estimator.
         """
-        if (X_val is None) != (y_val is None):
-            raise ValueError("Pass both X_val and y_val, or neither.")
-        if X_val is not None and not self.early_stopping:
-            raise ValueError("X_val and y_val are used with early_stopping=True only.")
-        validation = None if X_val is None else (X_val, y_val)
-        return self._fit(X, y, sample_weight, incremental=False, validation=validation)
+        return self._fit(X, y, sample_weight, False, validation=(X_val, y_val))
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
@@ -431,15 +423,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def _fit(self, X, y, sample_weight, incremental, classes=None, validation=None):
         return guarded_fit(self, X, y, sample_weight, incremental, classes, validation)
 
-    # -------------------------------------------------------------- predict
-
     def _validate_predict_input(self, X):
         check_is_fitted(self)
-        X, sample_shape = split_images(X)
-        check_sample_shape(sample_shape, self.image_shape_)
-        X = validate_data(self, X, dtype=self.coefs_[0].dtype, reset=False)
-        check_magnitude(X)
-        return X
+        return validate_images(self, X)
 
     def _output(self, X):
         """Output-layer probabilities, (n, n_outputs_)."""

@@ -13,6 +13,7 @@ from math import isqrt
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.utils.validation import validate_data
 
 
 def split_images(X):
@@ -147,3 +148,12 @@ def check_magnitude(X):
             "needs inputs on a sane scale (e.g. pixels in [0, 1]). Rescale X, "
             "for instance with sklearn.preprocessing.MinMaxScaler."
         )
+
+
+def validate_images(est, X):
+    """X for a fitted estimator: its image shape, its dtype, sane values."""
+    X, sample_shape = split_images(X)
+    check_sample_shape(sample_shape, est.image_shape_)
+    X = validate_data(est, X, dtype=est.coefs_[0].dtype, reset=False)
+    check_magnitude(X)
+    return X

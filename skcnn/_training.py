@@ -1,224 +1,42 @@
-"""Training state and the stochastic loop, with MLPClassifier's semantics.
+"""The stochastic training loop, with MLPClassifier's semantics.
 
-These functions set up a :class:`~skcnn.CNNClassifier`'s fitted state (its
-classes, architecture, weights and optimizer) and drive it through its
-epochs, updating the fitted attributes in place.
+``fit_stochastic`` drives a :class:`~skcnn.CNNClassifier` through its
+epochs and minibatches: shuffling, dropout masks, augmentation, the
+optimizer step, batch-norm running statistics, MLPClassifier's stopping
+rule, ``history_`` / verbose output, Ctrl-C and scikit-learn callbacks.
 """
 
-import copy
 import signal
 import threading
 import time
 import warnings
-from numbers import Integral
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_random_state, gen_batches
-from sklearn.utils.class_weight import compute_sample_weight
-from sklearn.utils.multiclass import (
-    _check_partial_fit_first_call,
-    check_classification_targets,
-    type_of_target,
-    unique_labels,
-)
-from sklearn.utils.validation import (
-    _check_sample_weight,
-    column_or_1d,
-    validate_data,
-)
+from sklearn.utils import gen_batches
 
-from ._image import (
-    check_magnitude,
-    check_sample_shape,
-    compute_dtype,
-    resolve_image_shape,
-    split_images,
-)
+from ._augment import augment_batch
 from ._malloc import tune_malloc
-from ._network import build_architecture, initialize, loss_and_gradients
-from ._optimizers import cosine_factor, make_optimizer
+from ._network import loss_and_gradients
+from ._optimizers import cosine_factor
 from ._parallel import blas_threads, single_threaded_blas
 
 
-def guarded_fit(est, X, y, sample_weight, incremental, classes, validation):
-    """fit / partial_fit: validate, set up or reuse the state, train."""
-    # A failed call must leave the estimator as it was (or cleanly
-    # unfitted): snapshot the fitted state, which is small next to the data.
-    saved = {
-        k: copy.deepcopy(v)
-        for k, v in vars(est).items()
-        if k.endswith("_") or k.startswith("_")
-    }
-    try:
-        return _fit_unguarded(
-            est, X, y, sample_weight, incremental, classes, validation
-        )
-    except BaseException:
-        for k in [k for k in vars(est) if k.endswith("_") or k.startswith("_")]:
-            delattr(est, k)
-        vars(est).update(saved)
-        raise
-
-
-def _fit_unguarded(est, X, y, sample_weight, incremental, classes, validation):
-    new_classes = incremental and _check_partial_fit_first_call(est, classes)
-    first_pass = (
-        not hasattr(est, "coefs_")
-        or new_classes
-        or (not est.warm_start and not incremental)
-    )
-    check_augment(est.augment)
-    X, sample_shape = split_images(X)
-    if not first_pass:
-        check_sample_shape(sample_shape, est.image_shape_)
-    dtype = compute_dtype(X) if first_pass else est.coefs_[0].dtype
-    X, y = validate_data(est, X, y, dtype=dtype, reset=first_pass, multi_output=True)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = column_or_1d(y, warn=True)
-    check_magnitude(X)
-    check_classification_targets(y)
-    sample_weight = combined_sample_weight(est, X, y, sample_weight, incremental)
-    if first_pass:
-        image_shape = resolve_image_shape(X.shape[1], est.image_shape, sample_shape)
-
-    Y = encode_targets(est, y, first_pass and not incremental, incremental)
-    if first_pass:
-        initialize_state(est, image_shape, Y.shape[1], dtype)
-    elif not incremental:
-        # a warm-started fit runs a fresh optimizer from the current weights
-        est._optimizer = make_optimizer(est, trainable(est))
-    if validation is not None:
-        X_val = est._validate_predict_input(validation[0])
-        y_val = check_validation_targets(est, validation[1], X_val)
-        validation = (X_val, y_val)
-    fit_stochastic(est, X, Y, sample_weight, incremental, validation)
-    return est
-
-
-def combined_sample_weight(est, X, y, sample_weight, incremental):
-    """Validated sample weights times the ``class_weight`` ones (or None)."""
-    if sample_weight is not None:
-        sample_weight = _check_sample_weight(
-            sample_weight, X, dtype=X.dtype, ensure_non_negative=True
-        )
-    if est.class_weight is not None:
-        if incremental and est.class_weight == "balanced":
-            raise ValueError(
-                "class_weight='balanced' is not supported by partial_fit: the "
-                "class frequencies of one chunk are not those of the data. Pass "
-                "a dict, e.g. from sklearn.utils.class_weight."
-                "compute_class_weight('balanced', classes=..., y=y_all)."
-            )
-        weights = compute_sample_weight(est.class_weight, y).astype(X.dtype)
-        sample_weight = weights if sample_weight is None else sample_weight * weights
-    if sample_weight is not None and not sample_weight.any():
-        raise ValueError("Sample weights must contain at least one non-zero weight.")
-    return sample_weight
-
-
-def check_validation_targets(est, y_val, X_val):
-    """An explicit validation set's labels: known classes, one per row."""
-    if est._label_binarizer.y_type_.startswith("multilabel"):
-        y_val = np.asarray(y_val)
-        if y_val.ndim != 2 or y_val.shape[1] != est.n_outputs_:
-            raise ValueError(
-                f"y_val must be a ({X_val.shape[0]}, {est.n_outputs_}) label "
-                f"indicator array; got shape {y_val.shape}."
-            )
-        return y_val
-    y_val = column_or_1d(y_val)
-    if len(y_val) != X_val.shape[0]:
-        raise ValueError(
-            f"X_val has {X_val.shape[0]} samples but y_val has {len(y_val)}."
-        )
-    unknown = np.setdiff1d(unique_labels(y_val), est.classes_)
-    if len(unknown):
-        raise ValueError(f"y_val has classes not in the training data: {unknown}.")
-    return y_val
-
-
-def encode_targets(est, y, refit_classes, incremental):
-    """Binarize y, with MLPClassifier's rules for which classes are allowed."""
-    if refit_classes:
-        est._label_binarizer = LabelBinarizer().fit(y)
-        est.classes_ = est._label_binarizer.classes_
-        return est._label_binarizer.transform(y).astype(bool)
-    if not hasattr(est, "_label_binarizer"):  # first partial_fit call
-        multilabel = type_of_target(y).startswith("multilabel")
-        est._label_binarizer = LabelBinarizer().fit(y if multilabel else est.classes_)
-    classes = unique_labels(y)
-    if not incremental:
-        if set(classes) != set(est.classes_):
-            raise ValueError(
-                "warm_start can only be used where `y` has the same classes as "
-                f"in the previous call to fit. Previously got {est.classes_}, "
-                f"`y` has {classes}."
-            )
-    elif len(np.setdiff1d(classes, est.classes_, assume_unique=True)):
-        raise ValueError(
-            f"`y` has classes not in `classes_`. `classes_` has "
-            f"{est.classes_}. `y` has {classes}."
-        )
-    return est._label_binarizer.transform(y).astype(bool)
-
-
-def initialize_state(est, image_shape, n_outputs, dtype):
-    est._random_state = check_random_state(est.random_state)
-    multiclass = est._label_binarizer.y_type_ == "multiclass"
-    est.out_activation_ = "softmax" if multiclass else "logistic"
-    est.n_outputs_ = n_outputs
-    est.image_shape_ = tuple(image_shape)
-    est._arch = build_architecture(
-        image_shape,
-        layer_sizes(est.conv_filters, "conv_filters", True),
-        est.kernel_size,
-        est.pool_size,
-        est.padding,
-        est.pooling,
-        layer_sizes(est.hidden_layer_sizes, "hidden_layer_sizes", True),
-        n_outputs,
-        est.activation,
-        est.out_activation_,
-        strides=est.strides,
-        global_pooling=est.global_pooling,
-        batch_norm=est.batch_norm,
-    )
-    est.coefs_, est.intercepts_ = initialize(est._arch, est._random_state, dtype)
-    if est._arch.batch_norm:
-        filters = [b.filters for b in est._arch.conv_blocks]
-        est.batch_norm_scales_ = [np.ones(f, dtype=dtype) for f in filters]
-        est.batch_norm_means_ = [np.zeros(f, dtype=dtype) for f in filters]
-        est.batch_norm_vars_ = [np.ones(f, dtype=dtype) for f in filters]
-    else:
-        est.batch_norm_scales_ = est.batch_norm_means_ = est.batch_norm_vars_ = None
-    est.n_layers_ = len(est.coefs_) + 1
-    est._optimizer = make_optimizer(est, trainable(est))
-    est.n_iter_ = 0
-    est.t_ = 0
-    est.loss_curve_ = []
-    est.history_ = []
-    est._no_improvement_count = 0
-    if est.early_stopping:
-        est.validation_scores_ = []
-        est.best_validation_score_ = -np.inf
-        est.best_loss_ = None
-    else:
-        est.validation_scores_ = None
-        est.best_validation_score_ = None
-        est.best_loss_ = np.inf
-    est._best_state = [a.copy() for a in model_state(est)]
-
-
-def fit_stochastic(est, X, Y, sample_weight, incremental, validation=None):
+def fit_stochastic(
+    est, X, Y, sample_weight, incremental, validation=None, callbacks=(None, None)
+):
     """Run up to ``max_iter`` epochs (one with ``incremental``).
 
     ``validation`` is an explicit ``(X_val, y_val)`` for early stopping;
     without it ``validation_fraction`` of the data is held out.
+    ``callbacks`` is scikit-learn's callback context of the fit (or None)
+    and the labels to report with it: each epoch is a task and each
+    minibatch a sub-task; a callback may stop training at an epoch's end.
     """
+    context, labels = callbacks
+    X_all = X
     if est.early_stopping:
         X, Y, sample_weight, validation = _validation_split(
             est, X, Y, sample_weight, validation
@@ -233,8 +51,16 @@ def fit_stochastic(est, X, Y, sample_weight, incremental, validation=None):
         for _ in range(est.max_iter):
             start = time.perf_counter()
             rate = _current_rate(est)
+            epoch = None
+            if context is not None:
+                # minibatch tasks only when some callback listens (a progress
+                # bar): they cost a little Python per step
+                listening = bool(getattr(est, "_skl_callbacks", None))
+                n_batches = -(-n_samples // batch_size) if listening else 0
+                epoch = context.subcontext(task_name="epoch", max_subtasks=n_batches)
+                epoch.call_on_fit_task_begin(estimator=est, X=X_all, y=labels)
             loss = _run_epoch(
-                est, X, Y, sample_weight, batch_size, n_threads, interrupt
+                est, X, Y, sample_weight, batch_size, n_threads, interrupt, epoch
             )
             if interrupt.requested:
                 warnings.warn(
@@ -245,6 +71,13 @@ def fit_stochastic(est, X, Y, sample_weight, incremental, validation=None):
             if not all(np.isfinite(p).all() for p in params):
                 _diverged(est)
             stop = _end_epoch(est, loss, n_samples, validation, rate, start)
+            if epoch is not None:
+                stop |= epoch.call_on_fit_task_end(
+                    estimator=est,
+                    X=X_all,
+                    y=labels,
+                    reconstruction_attributes=snapshot(est),
+                )
             if stop or incremental:
                 break
             if est.n_iter_ == est.max_iter:
@@ -365,50 +198,7 @@ def _dropout_masks(est, n, dtype):
     ]
 
 
-def check_augment(augment):
-    """The ``augment`` parameter as (max shift in pixels, flips), or None."""
-    if augment is None:
-        return None
-    unknown = set(augment) - {"shift", "flip"}
-    shift, flip = augment.get("shift", 0), augment.get("flip", False)
-    if (
-        unknown
-        or not isinstance(shift, Integral)
-        or isinstance(shift, bool)
-        or shift < 0
-        or not isinstance(flip, bool)
-    ):
-        raise ValueError(
-            "augment must be None or a dict with keys 'shift' (an int >= 0, the "
-            "largest shift in pixels) and 'flip' (bool, random horizontal "
-            f"flips); got {augment!r}."
-        )
-    return int(shift), flip
-
-
-def _augment(est, xb):
-    """Randomly shifted (zero-filled) and flipped copies of the images xb."""
-    settings = check_augment(est.augment)
-    if settings is None:
-        return xb
-    shift, flip = settings
-    rng = est._random_state
-    n, height, width, _ = xb.shape
-    if shift:
-        padded = np.pad(xb, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
-        dy = rng.randint(0, 2 * shift + 1, n)
-        dx = rng.randint(0, 2 * shift + 1, n)
-        rows = dy[:, None, None] + np.arange(height)[None, :, None]
-        cols = dx[:, None, None] + np.arange(width)[None, None, :]
-        xb = padded[np.arange(n)[:, None, None], rows, cols]
-    if flip:
-        flipped = rng.random_sample(n) < 0.5
-        xb = xb.copy() if not shift else xb
-        xb[flipped] = xb[flipped, :, ::-1]
-    return xb
-
-
-def _run_epoch(est, X, Y, sample_weight, batch_size, n_threads, interrupt):
+def _run_epoch(est, X, Y, sample_weight, batch_size, n_threads, interrupt, epoch):
     """One pass over the data; returns the mean minibatch loss."""
     dtype = est.coefs_[0].dtype
     params = trainable(est)
@@ -421,7 +211,12 @@ def _run_epoch(est, X, Y, sample_weight, batch_size, n_threads, interrupt):
         sw = None if sample_weight is None else sample_weight[idx]
         if sw is not None and not sw.any():
             continue  # a batch of zero weight carries no gradient
-        xb = _augment(est, X[idx].reshape((-1,) + est.image_shape_))
+        task = None
+        if epoch is not None and epoch.max_subtasks:
+            task = epoch.subcontext(task_name="batch")
+        if task is not None:
+            task.call_on_fit_task_begin(estimator=est)
+        xb = augment_batch(est, X[idx].reshape((-1,) + est.image_shape_))
         loss, coef_grads, intercept_grads, *norm_info = loss_and_gradients(
             est._arch,
             est.coefs_,
@@ -443,6 +238,8 @@ def _run_epoch(est, X, Y, sample_weight, batch_size, n_threads, interrupt):
             _update_running_stats(est, stats, xb.shape[0])
         est._optimizer.update_params(params, grads)
         accumulated_loss += loss * xb.shape[0]
+        if task is not None:
+            task.call_on_fit_task_end(estimator=est)
         if interrupt.requested:
             break
     return accumulated_loss / n_samples
@@ -547,11 +344,15 @@ def _update_training_loss(est):
     est.best_loss_ = min(est.best_loss_, est.loss_curve_[-1])
 
 
-def layer_sizes(value, name, allow_empty):
-    """A layer-size parameter (an int or a sequence of ints) as a tuple."""
-    sizes = (value,) if isinstance(value, Integral) else tuple(value)
-    if not all(isinstance(s, Integral) and not isinstance(s, bool) for s in sizes):
-        raise ValueError(f"{name} must hold integers; got {value!r}.")
-    if any(s < 1 for s in sizes) or (not sizes and not allow_empty):
-        raise ValueError(f"{name} must be positive integers; got {value!r}.")
-    return tuple(int(s) for s in sizes)
+def snapshot(est):
+    """Lazily, the attributes that make a copy of est predict as it does now."""
+
+    def attributes():
+        names = ["coefs_", "intercepts_", "batch_norm_scales_"]
+        names += ["batch_norm_means_", "batch_norm_vars_"]
+        return {
+            k: None if getattr(est, k) is None else [a.copy() for a in getattr(est, k)]
+            for k in names
+        }
+
+    return attributes

@@ -10,6 +10,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 
 import skcnn._training as training
 from skcnn import CNNClassifier
+from skcnn._augment import augment_batch
 
 BASE = dict(conv_filters=(4,), hidden_layer_sizes=(8,), max_iter=4, random_state=0)
 
@@ -221,7 +222,7 @@ def test_augment_flip_mirrors_about_half_of_the_images():
     est = CNNClassifier(augment={"flip": True})
     est._random_state = np.random.RandomState(0)
     xb = np.random.default_rng(0).uniform(size=(200, 3, 4, 2))
-    out = training._augment(est, xb)
+    out = augment_batch(est, xb)
     mirrored = [np.array_equal(r, o[:, ::-1]) for r, o in zip(out, xb)]
     kept = [np.array_equal(r, o) for r, o in zip(out, xb)]
     assert all(m != k for m, k in zip(mirrored, kept))  # one or the other
