@@ -8,6 +8,7 @@ from ._fit import CallbackSupport, guarded_fit
 from ._image import validate_images
 from ._network import output_probabilities
 from ._params import PARAMETER_CONSTRAINTS
+from ._persistence import save
 from ._training import batch_norms
 
 
@@ -493,6 +494,20 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         proba = self.predict_proba(X)
         with np.errstate(divide="ignore"):
             return np.log(proba, out=proba)
+
+    def save(self, path):
+        """Save the fitted model to ``path`` without pickle.
+
+        The file is a NumPy ``.npz`` archive holding the parameters as JSON
+        and the weights as numeric arrays; :func:`skcnn.load` reads it back
+        with ``allow_pickle=False``, so loading a model cannot execute code.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Where to write (NumPy appends ``.npz`` when missing).
+        """
+        save(self, path)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

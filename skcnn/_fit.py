@@ -189,27 +189,32 @@ def encode_targets(est, y, refit_classes, incremental):
     return est._label_binarizer.transform(y).astype(bool)
 
 
-def initialize_state(est, image_shape, n_outputs, dtype):
-    est._random_state = check_random_state(est.random_state)
-    multiclass = est._label_binarizer.y_type_ == "multiclass"
-    est.out_activation_ = "softmax" if multiclass else "logistic"
-    est.n_outputs_ = n_outputs
-    est.image_shape_ = tuple(image_shape)
-    est._arch = build_architecture(
-        image_shape,
+def architecture(est):
+    """The resolved network of est's parameters, image shape and outputs."""
+    return build_architecture(
+        est.image_shape_,
         layer_sizes(est.conv_filters, "conv_filters", True),
         est.kernel_size,
         est.pool_size,
         est.padding,
         est.pooling,
         layer_sizes(est.hidden_layer_sizes, "hidden_layer_sizes", True),
-        n_outputs,
+        est.n_outputs_,
         est.activation,
         est.out_activation_,
         strides=est.strides,
         global_pooling=est.global_pooling,
         batch_norm=est.batch_norm,
     )
+
+
+def initialize_state(est, image_shape, n_outputs, dtype):
+    est._random_state = check_random_state(est.random_state)
+    multiclass = est._label_binarizer.y_type_ == "multiclass"
+    est.out_activation_ = "softmax" if multiclass else "logistic"
+    est.n_outputs_ = n_outputs
+    est.image_shape_ = tuple(image_shape)
+    est._arch = architecture(est)
     est.coefs_, est.intercepts_ = initialize(est._arch, est._random_state, dtype)
     if est._arch.batch_norm:
         filters = [b.filters for b in est._arch.conv_blocks]

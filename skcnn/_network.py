@@ -188,7 +188,16 @@ def initialize(arch, rng, dtype):
     return coefs, intercepts
 
 
-def forward(arch, coefs, intercepts, x, train=True, dropout_masks=None, norms=None):
+def forward(
+    arch,
+    coefs,
+    intercepts,
+    x,
+    train=True,
+    dropout_masks=None,
+    norms=None,
+    until_block=None,
+):
     """Logits for images ``x`` of shape (n, H, W, C).
 
     With ``train=False`` no cache is kept (inference skips all backward
@@ -197,7 +206,9 @@ def forward(arch, coefs, intercepts, x, train=True, dropout_masks=None, norms=No
     multiplies the layer's output (inverted dropout). With batch
     normalization, ``norms`` holds per conv block its ``(scale, running_mean,
     running_var)``; training normalizes with the batch's statistics, which
-    the caches keep, and inference with the running ones.
+    the caches keep, and inference with the running ones. With
+    ``until_block=k`` it returns the feature maps of conv block ``k``
+    (n, H', W', filters) instead of logits.
     """
     act = ACTIVATIONS[arch.activation]
     caches = []
@@ -224,6 +235,8 @@ def forward(arch, coefs, intercepts, x, train=True, dropout_masks=None, norms=No
             # the pooled maxima stay cached for the backward pass in training
             z = a = act(np.add(pooled, b, out=None if train else pooled))
             caches.append((conv_cache, pool_cache, z, None))
+            if k == until_block:
+                return a, None
             continue
         else:
             z += b
@@ -231,6 +244,8 @@ def forward(arch, coefs, intercepts, x, train=True, dropout_masks=None, norms=No
         pool = maxpool_forward if block.pooling == "max" else avgpool_forward
         a, pool_cache = pool(z, ph, pw, need_cache=train)
         caches.append((conv_cache, pool_cache, z, norm_cache))
+        if k == until_block:
+            return a, None
     # global average pooling (one value per map) or flatten in (H, W, C) order
     a = a.mean(axis=(1, 2)) if arch.global_pooling else a.reshape(a.shape[0], -1)
     dense_coefs = coefs[n_conv:]

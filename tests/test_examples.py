@@ -1,6 +1,7 @@
 """The examples run and reach what the README promises."""
 
 import runpy
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -21,3 +22,30 @@ def test_grid_search_example(capsys):
     assert set(search.best_params_) == {"dropout", "batch_norm", "learning_rate_init"}
     assert search.best_score_ > 0.95
     assert "best:" in capsys.readouterr().out
+
+
+def test_out_of_core_memory_does_not_grow_with_the_file(tmp_path):
+    module = runpy.run_path(str(EXAMPLES / "out_of_core.py"))
+    peaks = {}
+    for n_copies in (2, 16):
+        directory = tmp_path / str(n_copies)
+        directory.mkdir()
+        X_path, y_path = module["make_dataset"](directory, n_copies=n_copies)
+        tracemalloc.start()
+        try:
+            clf = module["train_out_of_core"](
+                X_path, y_path, chunk_size=500, conv_filters=(4,), random_state=0
+            )
+            peaks[n_copies] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert clf.t_ == n_copies * 1797
+    file_size = (tmp_path / "16" / "X.npy").stat().st_size
+    # 8x the data, the same working set: a chunk, not the file
+    assert peaks[16] < 1.3 * peaks[2]
+    assert peaks[16] < file_size / 2
+
+
+def test_out_of_core_example_learns():
+    main = runpy.run_path(str(EXAMPLES / "out_of_core.py"))["main"]
+    assert main() > 0.9

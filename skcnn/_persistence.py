@@ -1,0 +1,177 @@
+"""Saving and loading models without pickle.
+
+A model file is a NumPy ``.npz`` archive: the parameters and the small
+fitted attributes as one JSON document, the weights as plain numeric
+arrays. ``load`` reads it with ``allow_pickle=False``, so opening a model
+file can never execute code -- unlike ``pickle`` or ``joblib.load``.
+"""
+
+import json
+import zipfile
+
+import numpy as np
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from ._fit import architecture
+from ._optimizers import make_optimizer
+from ._training import model_state, trainable
+
+FORMAT = "skcnn-model"
+FORMAT_VERSION = 1
+
+# Fitted attributes stored in the JSON document as they are.
+_SCALARS = [
+    "n_features_in_",
+    "image_shape_",
+    "loss_",
+    "loss_curve_",
+    "best_loss_",
+    "validation_scores_",
+    "best_validation_score_",
+    "n_iter_",
+    "t_",
+    "n_layers_",
+    "n_outputs_",
+    "out_activation_",
+    "history_",
+]
+_ARRAY_LISTS = [
+    "coefs_",
+    "intercepts_",
+    "batch_norm_scales_",
+    "batch_norm_means_",
+    "batch_norm_vars_",
+]
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot store {type(value).__name__} {value!r} in a model file")
+
+
+def save(estimator, path):
+    """Write a fitted CNNClassifier to ``path`` (a ``.npz`` archive)."""
+    from . import __version__
+
+    check_is_fitted(estimator)
+    params = estimator.get_params()
+    if isinstance(params["class_weight"], dict):  # JSON keys must be strings
+        params["class_weight"] = {"pairs": list(params["class_weight"].items())}
+    if not (params["random_state"] is None or isinstance(params["random_state"], int)):
+        params["random_state"] = None  # a RandomState object is not data
+    classes = estimator.classes_
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "skcnn_version": __version__,
+        "class": type(estimator).__name__,
+        "params": _jsonable(params),
+        "fitted": {k: _jsonable(getattr(estimator, k)) for k in _SCALARS},
+        "label_type": estimator._label_binarizer.y_type_,
+        "feature_names_in_": _jsonable(
+            list(getattr(estimator, "feature_names_in_", []))
+        )
+        or None,
+        "arrays": {},
+    }
+    arrays = {"classes_": classes.astype(str) if classes.dtype.kind == "O" else classes}
+    for name in _ARRAY_LISTS:
+        values = getattr(estimator, name)
+        meta["arrays"][name] = None if values is None else len(values)
+        for i, a in enumerate(values or []):
+            arrays[f"{name}{i}"] = a
+    np.savez(path, __meta__=np.array(json.dumps(meta)), **arrays)
+
+
+def load(path):
+    """Read a model written by :meth:`CNNClassifier.save`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The model file.
+
+    Returns
+    -------
+    estimator : CNNClassifier
+        The fitted model: its predictions are identical to the saved one's.
+        Further ``partial_fit`` calls start a fresh optimizer.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a skcnn model, comes from an incompatible format
+        version, or is truncated or tampered with.
+    """
+    from . import CNNClassifier
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["__meta__"]))
+            arrays = {k: data[k] for k in data.files if k != "__meta__"}
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError, ValueError) as exc:
+        raise ValueError(
+            f"{path} is not a readable skcnn model file (truncated or not a "
+            f"model?): {exc}"
+        ) from None
+    if meta.get("format") != FORMAT or meta.get("class") != "CNNClassifier":
+        raise ValueError(f"{path} is not a skcnn CNNClassifier model file.")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} was written in model format {meta.get('format_version')} "
+            f"(skcnn {meta.get('skcnn_version')}); this skcnn "
+            f"reads format {FORMAT_VERSION}. Re-save it with a matching version."
+        )
+    try:
+        params = meta["params"]
+        if isinstance(params.get("class_weight"), dict):
+            params["class_weight"] = dict(map(tuple, params["class_weight"]["pairs"]))
+        for name, value in params.items():  # JSON turned tuples into lists
+            if isinstance(value, list):
+                params[name] = tuple(value)
+        est = CNNClassifier(**params)
+        for key, value in meta["fitted"].items():
+            setattr(est, key, value)
+        est.image_shape_ = tuple(est.image_shape_)
+        est.classes_ = arrays["classes_"]
+        if meta["feature_names_in_"]:
+            est.feature_names_in_ = np.asarray(meta["feature_names_in_"], dtype=object)
+        for name, count in meta["arrays"].items():
+            setattr(
+                est,
+                name,
+                None if count is None else [arrays[f"{name}{i}"] for i in range(count)],
+            )
+        est._label_binarizer = _label_binarizer(meta["label_type"], est)
+        est._arch = architecture(est)
+        expected = est._arch.coef_shapes
+        if [c.shape for c in est.coefs_] != [tuple(s) for s in expected] or any(
+            b.shape != (s[-1],) for b, s in zip(est.intercepts_, expected)
+        ):
+            raise ValueError("weight shapes do not match the architecture")
+        if not all(np.isfinite(a).all() for a in est.coefs_ + est.intercepts_):
+            raise ValueError("non-finite weights")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{path} is a corrupt or tampered skcnn model file: {exc}"
+        ) from None
+    est._random_state = check_random_state(est.random_state)
+    est._optimizer = make_optimizer(est, trainable(est))
+    est._no_improvement_count = 0
+    est._best_state = [a.copy() for a in model_state(est)]
+    return est
+
+
+def _label_binarizer(label_type, est):
+    if label_type.startswith("multilabel"):
+        return LabelBinarizer().fit(np.eye(len(est.classes_), dtype=int))
+    return LabelBinarizer().fit(est.classes_)
