@@ -7,6 +7,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._fit import CallbackSupport, guarded_fit
 from ._image import validate_images
 from ._network import output_probabilities
+from ._onnx import to_onnx
 from ._params import PARAMETER_CONSTRAINTS
 from ._persistence import save
 from ._training import batch_norms
@@ -496,18 +497,22 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             return np.log(proba, out=proba)
 
     def save(self, path):
-        """Save the fitted model to ``path`` without pickle.
+        """Save the fitted model to ``path`` (an ``.npz`` file), without pickle.
 
-        The file is a NumPy ``.npz`` archive holding the parameters as JSON
-        and the weights as numeric arrays; :func:`skcnn.load` reads it back
-        with ``allow_pickle=False``, so loading a model cannot execute code.
-
-        Parameters
-        ----------
-        path : str or path-like
-            Where to write (NumPy appends ``.npz`` when missing).
+        :func:`skcnn.load` reads it back with ``allow_pickle=False``, so
+        loading a model file cannot execute code.
         """
+        check_is_fitted(self)
         save(self, path)
+
+    def to_onnx(self):
+        """The fitted model as an ``onnx.ModelProto`` (needs ``skcnn[onnx]``).
+
+        Input ``X``: the flattened rows ``predict`` accepts, in the model's
+        float dtype; outputs ``label`` and ``probabilities``.
+        """
+        check_is_fitted(self)
+        return to_onnx(self)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
