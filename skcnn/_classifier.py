@@ -394,7 +394,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self : object
             The fitted estimator.
         """
-        return self._fit(X, y, sample_weight, False, validation=(X_val, y_val))
+        return guarded_fit(self, X, y, sample_weight, False, None, (X_val, y_val))
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
@@ -402,8 +402,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features), \
-                (n_samples, height, width) or (n_samples, height, width, channels)
+        X : array-like of shape (n_samples, n_features) or (n_samples, *image)
             Training images, in any of the forms ``fit`` accepts.
         y : array-like of shape (n_samples,)
             Class labels.
@@ -420,10 +419,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """
         if self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True.")
-        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
-
-    def _fit(self, X, y, sample_weight, incremental, classes=None, validation=None):
-        return guarded_fit(self, X, y, sample_weight, incremental, classes, validation)
+        return guarded_fit(self, X, y, sample_weight, True, classes, None)
 
     def _validate_predict_input(self, X):
         check_is_fitted(self)
@@ -497,12 +493,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             return np.log(proba, out=proba)
 
     def save(self, path):
-        """Save the fitted model to ``path`` (an ``.npz`` file), without pickle.
-
-        :func:`skcnn.load` reads it back with ``allow_pickle=False``, so
-        loading a model file cannot execute code.
-        """
-        check_is_fitted(self)
+        """Save the fitted model to ``path`` (``.npz``); see :func:`skcnn.load`."""
         save(self, path)
 
     def to_onnx(self):
