@@ -37,6 +37,7 @@ from ._image import (
     compute_dtype,
     resolve_image_shape,
     split_images,
+    validate_images,
 )
 from ._network import build_architecture, initialize
 from ._optimizers import make_optimizer
@@ -105,7 +106,7 @@ def _fit_unguarded(est, X, y, sample_weight, incremental, classes, validation):
         # a warm-started fit runs a fresh optimizer from the current weights
         est._optimizer = make_optimizer(est, trainable(est))
     if validation is not None:
-        X_val = est._validate_predict_input(validation[0])
+        X_val = validate_images(est, validation[0])
         y_val = check_validation_targets(est, validation[1], X_val)
         validation = (X_val, y_val)
     callbacks = None

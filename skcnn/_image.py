@@ -13,7 +13,7 @@ from math import isqrt
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.utils.validation import validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 
 def split_images(X):
@@ -152,6 +152,7 @@ def check_magnitude(X):
 
 def validate_images(est, X):
     """X for a fitted estimator: its image shape, its dtype, sane values."""
+    check_is_fitted(est)
     X, sample_shape = split_images(X)
     check_sample_shape(sample_shape, est.image_shape_)
     X = validate_data(est, X, dtype=est.coefs_[0].dtype, reset=False)

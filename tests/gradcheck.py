@@ -6,18 +6,23 @@ from numpy.testing import assert_allclose
 STEP = 1e-5
 
 
+def central_difference(f, x, i, step=STEP):
+    """d f() / d x.flat[i], perturbing ``x`` in place (and restoring it)."""
+    flat = x.reshape(-1)
+    orig = flat[i]
+    flat[i] = orig + step
+    up = f()
+    flat[i] = orig - step
+    down = f()
+    flat[i] = orig
+    return (up - down) / (2 * step)
+
+
 def numeric_gradient(f, x, step=STEP):
-    """d f() / d x by central differences, perturbing ``x`` in place."""
+    """d f() / d x by central differences."""
     grad = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        orig = flat[i]
-        flat[i] = orig + step
-        up = f()
-        flat[i] = orig - step
-        down = f()
-        flat[i] = orig
-        gflat[i] = (up - down) / (2 * step)
+    for i in range(x.size):
+        grad.reshape(-1)[i] = central_difference(f, x, i, step)
     return grad
 
 

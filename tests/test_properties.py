@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from gradcheck import central_difference
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
@@ -63,17 +64,6 @@ def test_fit_predict_proba_rows_are_finite_and_sum_to_one(spec):
     assert clf.image_shape_ == shape
 
 
-def _central(f, W, i, h):
-    flat = W.reshape(-1)
-    orig = flat[i]
-    flat[i] = orig + h
-    up = f()
-    flat[i] = orig - h
-    down = f()
-    flat[i] = orig
-    return (up - down) / (2 * h)
-
-
 @SETTINGS
 @given(architectures)
 def test_network_gradients_match_finite_differences(spec):
@@ -107,10 +97,11 @@ def test_network_gradients_match_finite_differences(spec):
     for W, g in zip(coefs + intercepts, coef_grads + intercept_grads):
         assert g.shape == W.shape
         for i in rng.choice(W.size, min(W.size, 12), replace=False):
-            numeric = _central(loss, W, i, 1e-5)
+            numeric = central_difference(loss, W, i, 1e-5)
             # Near a ReLU kink or a max-pooling tie the central difference
             # depends on the step: such points have no derivative to check.
-            if abs(numeric - _central(loss, W, i, 5e-6)) > 1e-7 + 1e-5 * abs(numeric):
+            half_step = central_difference(loss, W, i, 5e-6)
+            if abs(numeric - half_step) > 1e-7 + 1e-5 * abs(numeric):
                 skipped += 1
                 continue
             checked += 1
