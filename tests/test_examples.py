@@ -4,7 +4,10 @@ import runpy
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from skcnn import CNNClassifier
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -49,3 +52,17 @@ def test_out_of_core_memory_does_not_grow_with_the_file(tmp_path):
 def test_out_of_core_example_learns():
     main = runpy.run_path(str(EXAMPLES / "out_of_core.py"))["main"]
     assert main() > 0.9
+
+
+@pytest.mark.slow
+def test_defaults_learn_real_mnist():
+    # the reference task, shortened: 20k images, 3 epochs (examples/mnist.py
+    # runs the full 60k x 20 epochs to 99.2 %, see README)
+    load_mnist = runpy.run_path(str(EXAMPLES / "mnist.py"))["load_mnist"]
+    if not (EXAMPLES.parents[1] / "shared" / "data" / "mnist.npz").exists():
+        pytest.skip("../shared/data/mnist.npz is not available")
+    X_train, y_train, X_test, y_test = load_mnist()
+    clf = CNNClassifier(max_iter=3, random_state=0)
+    clf.fit(X_train[:20000], y_train[:20000])
+    assert clf.coefs_[0].dtype == np.float32
+    assert clf.score(X_test, y_test) > 0.965
