@@ -188,6 +188,11 @@ def initialize(arch, rng, dtype):
     return coefs, intercepts
 
 
+def _pools_first(arch, block):
+    """Whether the block max-pools before its bias and activation."""
+    return block.pooling == "max" and not arch.batch_norm
+
+
 def forward(
     arch,
     coefs,
@@ -217,41 +222,37 @@ def forward(
     for k, (block, W, b) in enumerate(zip(arch.conv_blocks, coefs, intercepts)):
         z, conv_cache = conv2d_forward(a, W, block.stride, block.pads, block.conv_hw)
         ph, pw = block.pool
-        if not train:
-            conv_cache = None
         norm_cache = None
-        if arch.batch_norm:
-            scale, mean, var = norms[k]
-            if train:
-                z, norm_cache, stats = batchnorm_forward(z, scale, b)
-                norm_cache += stats
-            else:
-                z = batchnorm_inference(z, scale, b, mean, var)
-        elif block.pooling == "max":
+        if _pools_first(arch, block):
             # max-pool commutes with a per-channel bias and any non-decreasing
             # activation, so pool first: the two passes after it are ph*pw
             # times smaller (a normalization's scale may be negative: not then)
             pooled, pool_cache = maxpool_forward(z, ph, pw, need_cache=train)
             # the pooled maxima stay cached for the backward pass in training
             z = a = act(np.add(pooled, b, out=None if train else pooled))
-            caches.append((conv_cache, pool_cache, z, None))
-            if k == until_block:
-                return a, None
-            continue
         else:
-            z += b
-        z = act(z)
-        pool = maxpool_forward if block.pooling == "max" else avgpool_forward
-        a, pool_cache = pool(z, ph, pw, need_cache=train)
-        caches.append((conv_cache, pool_cache, z, norm_cache))
+            if not arch.batch_norm:
+                z += b
+            elif train:
+                z, norm_cache, stats = batchnorm_forward(z, norms[k][0], b)
+                norm_cache += stats
+            else:
+                scale, mean, var = norms[k]
+                z = batchnorm_inference(z, scale, b, mean, var)
+            z = act(z)
+            pool = maxpool_forward if block.pooling == "max" else avgpool_forward
+            a, pool_cache = pool(z, ph, pw, need_cache=train)
         if k == until_block:
             return a, None
+        if train:  # inference keeps nothing alive beyond the next layer
+            caches.append((conv_cache, pool_cache, z, norm_cache))
     # global average pooling (one value per map) or flatten in (H, W, C) order
     a = a.mean(axis=(1, 2)) if arch.global_pooling else a.reshape(a.shape[0], -1)
     dense_coefs = coefs[n_conv:]
     a_raw = mask = None
     for k, (W, b) in enumerate(zip(dense_coefs, intercepts[n_conv:])):
-        caches.append((a, a_raw, mask))
+        if train:
+            caches.append((a, a_raw, mask))
         z = a @ W
         z += b
         if k == len(dense_coefs) - 1:
@@ -299,7 +300,7 @@ def backward(arch, coefs, caches, dlogits, need_dx=False, scale_grads=None):
         block = arch.conv_blocks[k]
         conv_cache, pool_cache, a_act, norm_cache = caches[k]
         ph, pw = block.pool
-        if block.pooling == "max" and not arch.batch_norm:
+        if _pools_first(arch, block):
             delta = act_grad(a_act, delta)
             intercept_grads[k] = delta.sum(axis=(0, 1, 2))
             delta = maxpool_backward(delta, pool_cache, ph, pw)
