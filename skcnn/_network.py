@@ -221,6 +221,8 @@ def forward(
     n_conv = len(arch.conv_blocks)
     for k, (block, W, b) in enumerate(zip(arch.conv_blocks, coefs, intercepts)):
         z, conv_cache = conv2d_forward(a, W, block.stride, block.pads, block.conv_hw)
+        if not train:
+            conv_cache = None  # frees the im2col buffer before the next block
         ph, pw = block.pool
         norm_cache = None
         if _pools_first(arch, block):
