@@ -45,8 +45,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     kernel or a pooling window larger than its input map is clipped to the
     map's size, so no feature map ever vanishes.
 
-    **Training.** Ctrl-C during ``fit`` stops after the current minibatch
-    with a warning and a usable model. With scikit-learn >= 1.9,
+    **Training.** Ctrl-C during ``fit`` or ``partial_fit`` stops after the
+    current minibatch and then raises ``KeyboardInterrupt``, so that a
+    search or script around the fit stops too; the estimator keeps the
+    weights of the last completed minibatch and stays usable (a second
+    Ctrl-C interrupts at once and restores the model as it was before the
+    call). With scikit-learn >= 1.9,
     ``set_callbacks`` attaches callbacks such as ``ProgressBar``: each epoch
     is a task, each minibatch a sub-task.
 

@@ -41,7 +41,13 @@ from ._image import (
 )
 from ._network import build_architecture, initialize
 from ._optimizers import make_optimizer
-from ._training import fit_stochastic, model_state, snapshot, trainable
+from ._training import (
+    fit_stochastic,
+    model_state,
+    snapshot,
+    sync_stopping_state,
+    trainable,
+)
 
 
 def guarded_fit(est, X, y, sample_weight, incremental, classes, validation):
@@ -60,7 +66,7 @@ def guarded_fit(est, X, y, sample_weight, incremental, classes, validation):
     # unfitted): snapshot the fitted state, which is small next to the data.
     saved = {k: copy.deepcopy(v) for k, v in vars(est).items() if _is_state(k)}
     try:
-        return _fit_unguarded(
+        interrupted = _fit_unguarded(
             est, X, y, sample_weight, incremental, classes, validation
         )
     except BaseException:
@@ -68,6 +74,16 @@ def guarded_fit(est, X, y, sample_weight, incremental, classes, validation):
             delattr(est, k)
         vars(est).update(saved)
         raise
+    if interrupted:
+        # Ctrl-C: the model is consistent (the weights of the last completed
+        # batch) and stays fitted, but the caller -- a script, a loop, a
+        # GridSearchCV -- must stop too: the user asked for control back.
+        raise KeyboardInterrupt(
+            f"{type(est).__name__} training interrupted by Ctrl-C after "
+            f"{est.n_iter_} complete epoch(s); the model keeps the weights of "
+            "the last completed minibatch and can be used or trained further."
+        )
+    return est
 
 
 def _is_state(name):
@@ -115,12 +131,14 @@ def _fit_unguarded(est, X, y, sample_weight, incremental, classes, validation):
             task_name="fit", max_subtasks=1 if incremental else est.max_iter
         )
         callbacks.call_on_fit_task_begin(estimator=est, X=X, y=y)
-    fit_stochastic(est, X, Y, sample_weight, incremental, validation, (callbacks, y))
+    interrupted = fit_stochastic(
+        est, X, Y, sample_weight, incremental, validation, (callbacks, y)
+    )
     if callbacks is not None:
         callbacks.call_on_fit_task_end(
             estimator=est, X=X, y=y, reconstruction_attributes=snapshot(est)
         )
-    return est
+    return interrupted
 
 
 def combined_sample_weight(est, X, y, sample_weight, incremental):
@@ -230,15 +248,8 @@ def initialize_state(est, image_shape, n_outputs, dtype):
     est.t_ = 0
     est.loss_curve_ = []
     est.history_ = []
-    est._no_improvement_count = 0
-    if est.early_stopping:
-        est.validation_scores_ = []
-        est.best_validation_score_ = -np.inf
-        est.best_loss_ = None
-    else:
-        est.validation_scores_ = None
-        est.best_validation_score_ = None
-        est.best_loss_ = np.inf
+    est.validation_scores_ = None
+    sync_stopping_state(est, reset=True)
     est._best_state = [a.copy() for a in model_state(est)]
 
 

@@ -29,6 +29,8 @@ def fit_stochastic(
 ):
     """Run up to ``max_iter`` epochs (one with ``incremental``).
 
+    Returns True when Ctrl-C ended training early (after a completed batch).
+
     ``validation`` is an explicit ``(X_val, y_val)`` for early stopping;
     without it ``validation_fraction`` of the data is held out.
     ``callbacks`` is scikit-learn's callback context of the fit (or None)
@@ -45,6 +47,7 @@ def fit_stochastic(
     batch_size = _batch_size(est, n_samples)
     params = model_state(est)
     est.n_iter_ = 0
+    sync_stopping_state(est)
     tune_malloc()
     n_threads = blas_threads()
     with single_threaded_blas(n_threads), _InterruptAfterBatch() as interrupt:
@@ -59,15 +62,15 @@ def fit_stochastic(
                 n_batches = -(-n_samples // batch_size) if listening else 0
                 epoch = context.subcontext(task_name="epoch", max_subtasks=n_batches)
                 epoch.call_on_fit_task_begin(estimator=est, X=X_all, y=labels)
-            loss = _run_epoch(
+            loss, n_seen = _run_epoch(
                 est, X, Y, sample_weight, batch_size, n_threads, interrupt, epoch
             )
-            if interrupt.requested:
-                warnings.warn(
-                    "Training interrupted by user: stopped after the current batch.",
-                    stacklevel=3,
-                )
-                break
+            if interrupt.requested and n_seen < n_samples:
+                # Ctrl-C in mid-epoch: the weights are those of the last
+                # completed batch; a partial epoch is no loss_curve_ entry.
+                # The caller raises KeyboardInterrupt.
+                est.t_ += n_seen
+                return True
             if not all(np.isfinite(p).all() for p in params):
                 _diverged(est)
             stop = _end_epoch(est, loss, n_samples, validation, rate, start)
@@ -78,7 +81,7 @@ def fit_stochastic(
                     y=labels,
                     reconstruction_attributes=snapshot(est),
                 )
-            if stop or incremental:
+            if stop or incremental or interrupt.requested:
                 break
             if est.n_iter_ == est.max_iter:
                 warnings.warn(
@@ -92,6 +95,7 @@ def fit_stochastic(
         # restore the best weights, in place so coefs_ stay the live arrays
         for p, best in zip(params, est._best_state):
             p[...] = best
+    return interrupt.requested
 
 
 def _validation_split(est, X, Y, sample_weight, validation):
@@ -199,14 +203,19 @@ def _dropout_masks(est, n, dtype):
 
 
 def _run_epoch(est, X, Y, sample_weight, batch_size, n_threads, interrupt, epoch):
-    """One pass over the data; returns the mean minibatch loss."""
+    """One pass over the data: (mean minibatch loss, samples trained on).
+
+    Stops early, after a completed batch, when Ctrl-C was pressed.
+    """
     dtype = est.coefs_[0].dtype
     params = trainable(est)
     norms = batch_norms(est)
     n_samples = X.shape[0]
     order = est._random_state.permutation(n_samples) if est.shuffle else None
     accumulated_loss = 0.0
+    n_seen = 0  # samples of this epoch passed so far
     for batch in gen_batches(n_samples, batch_size):
+        n_seen = batch.stop
         idx = batch if order is None else order[batch]
         sw = None if sample_weight is None else sample_weight[idx]
         if sw is not None and not sw.any():
@@ -242,7 +251,7 @@ def _run_epoch(est, X, Y, sample_weight, batch_size, n_threads, interrupt, epoch
             task.call_on_fit_task_end(estimator=est)
         if interrupt.requested:
             break
-    return accumulated_loss / n_samples
+    return accumulated_loss / n_samples, n_seen
 
 
 def _end_epoch(est, loss, n_samples, validation, rate, start):
@@ -289,9 +298,12 @@ class _InterruptAfterBatch:
     """Turn Ctrl-C during fit into a request to stop after the current batch.
 
     A KeyboardInterrupt raised at an arbitrary point could leave the weights
-    half-updated; instead the SIGINT handler only sets a flag that the batch
-    loop reads. Only the main thread can install signal handlers: elsewhere
-    this does nothing and Ctrl-C behaves as usual.
+    half-updated; instead the first SIGINT only sets a flag that the batch
+    loop reads, and the fit raises KeyboardInterrupt once the model is
+    consistent. A second Ctrl-C (a batch that takes too long) raises at once;
+    the fit then rolls back to the state before the call. Only the main
+    thread can install signal handlers: elsewhere this does nothing and
+    Ctrl-C behaves as usual.
     """
 
     def __init__(self):
@@ -299,6 +311,8 @@ class _InterruptAfterBatch:
         self._previous = None
 
     def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
         self.requested = True
 
     def __enter__(self):
@@ -334,6 +348,29 @@ def _update_validation(est, X_val, y_val, sw_val):
         est.best_validation_score_ = score
         est._best_state = [a.copy() for a in model_state(est)]
     return score
+
+
+def sync_stopping_state(est, reset=False):
+    """Make the stopping bookkeeping match the current ``early_stopping``.
+
+    ``reset`` starts it afresh (a new fit). Otherwise it is kept, except
+    that ``set_params(early_stopping=...)`` between a fit and a warm-started
+    fit or ``partial_fit`` switches it to the other rule's attributes (with
+    a fresh patience count) instead of failing on the other rule's Nones.
+    """
+    switched = (est.validation_scores_ is None) == bool(est.early_stopping)
+    if not (reset or switched):
+        return
+    est._no_improvement_count = 0
+    if est.early_stopping:
+        est.validation_scores_ = []
+        est.best_validation_score_ = -np.inf
+        est.best_loss_ = None
+        est._best_state = [a.copy() for a in model_state(est)]
+    else:
+        est.validation_scores_ = None
+        est.best_validation_score_ = None
+        est.best_loss_ = np.inf
 
 
 def _update_training_loss(est):

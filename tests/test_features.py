@@ -161,10 +161,13 @@ def test_ctrl_c_stops_after_the_current_batch(monkeypatch, images, early_stoppin
     monkeypatch.setattr(training, "loss_and_gradients", interrupting)
     clf = CNNClassifier(**dict(BASE, max_iter=50, batch_size=27))
     clf.set_params(early_stopping=early_stopping)
-    with pytest.warns(UserWarning, match="interrupted"):
+    with pytest.raises(KeyboardInterrupt, match="interrupted"):
         clf.fit(X, y)
     assert len(calls) == 7  # the batch in flight finished, no other started
     assert clf.n_iter_ == 1
+    # one epoch, then the batches of the second that completed: 120 samples
+    # make 5 batches of 27, or 4 once early stopping holds out 12
+    assert clf.t_ == (108 + 3 * 27 if early_stopping else 120 + 2 * 27)
     assert np.isfinite(clf.predict_proba(X)).all()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
