@@ -1,7 +1,8 @@
-"""skcnn: a convolutional neural network classifier for scikit-learn, in NumPy."""
+"""skcnn: convolutional neural networks for scikit-learn, in NumPy."""
 
 from ._classifier import CNNClassifier
 from ._persistence import load
+from ._regressor import CNNRegressor
 
 __version__ = "0.1.0"
-__all__ = ["CNNClassifier", "load", "__version__"]
+__all__ = ["CNNClassifier", "CNNRegressor", "load", "__version__"]

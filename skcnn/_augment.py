@@ -1,29 +1,8 @@
 """Random image augmentation for training minibatches."""
 
-from numbers import Integral
-
 import numpy as np
 
-
-def check_augment(augment):
-    """The ``augment`` parameter as (max shift in pixels, flips), or None."""
-    if augment is None:
-        return None
-    unknown = set(augment) - {"shift", "flip"}
-    shift, flip = augment.get("shift", 0), augment.get("flip", False)
-    if (
-        unknown
-        or not isinstance(shift, Integral)
-        or isinstance(shift, bool)
-        or shift < 0
-        or not isinstance(flip, bool)
-    ):
-        raise ValueError(
-            "augment must be None or a dict with keys 'shift' (an int >= 0, the "
-            "largest shift in pixels) and 'flip' (bool, random horizontal "
-            f"flips); got {augment!r}."
-        )
-    return int(shift), flip
+from ._params import check_augment
 
 
 def augment_batch(est, xb):

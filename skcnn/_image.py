@@ -8,12 +8,13 @@ estimator validates everything in the 2-D form (so scikit-learn's
 remembers the per-sample shape the images came in.
 """
 
-import numbers
 from math import isqrt
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._params import check_image_shape
 
 
 def split_images(X):
@@ -51,22 +52,6 @@ def split_images(X):
     return np.asarray(X).reshape(X.shape[0], -1), shape
 
 
-def _check_image_shape_param(image_shape):
-    if (
-        not isinstance(image_shape, (tuple, list))
-        or len(image_shape) not in (2, 3)
-        or not all(
-            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
-            for s in image_shape
-        )
-    ):
-        raise ValueError(
-            "image_shape must be None, (height, width) or (height, width, "
-            f"channels) with positive integers; got {image_shape!r}."
-        )
-    return tuple(int(s) for s in image_shape)
-
-
 def resolve_image_shape(n_features, image_shape=None, sample_shape=None):
     """The ``(height, width, channels)`` of one sample.
 
@@ -77,8 +62,7 @@ def resolve_image_shape(n_features, image_shape=None, sample_shape=None):
     perfect-square ``n_features`` is a square grayscale image and any other
     ``n_features`` is one pixel with ``n_features`` channels.
     """
-    if image_shape is not None:
-        image_shape = _check_image_shape_param(image_shape)
+    image_shape = check_image_shape(image_shape)
     if sample_shape is not None:
         if image_shape is not None and (
             image_shape[:2] != sample_shape[:2]

@@ -1,4 +1,4 @@
-"""Output layers and their cross-entropy losses, computed from the logits.
+"""Output layers and their losses, computed from the logits.
 
 Working from the logits (log-softmax, softplus) keeps the loss finite where
 the probabilities would round to 0 or 1. Each loss returns the (sample-
@@ -50,8 +50,28 @@ def logistic_cross_entropy(logits, Y, sample_weight=None, total=None):
     return _finish(per_sample, grad, sample_weight, total)
 
 
+def squared_error(pred, Y, sample_weight=None, total=None):
+    """MLPRegressor's loss: ``0.5 * mean((Y - pred) ** 2)`` over the samples
+    (weighted) and the outputs.
+
+    The gradient is this loss's exact gradient, so it carries the
+    ``1 / n_outputs`` of the mean over outputs (MLPRegressor's backward pass
+    leaves that factor out for several outputs).
+    """
+    if total is None:
+        total = weight_total(sample_weight, pred.shape[0])
+    grad = pred - Y
+    n_outputs = pred.shape[1]
+    per_sample = 0.5 * np.einsum("ij,ij->i", grad, grad, dtype=np.float64)
+    per_sample /= n_outputs
+    if n_outputs > 1:
+        grad *= grad.dtype.type(1.0 / n_outputs)
+    return _finish(per_sample, grad, sample_weight, total)
+
+
 OUTPUTS = {
-    # name: (probability function of the logits, loss)
+    # name: (the output layer's function of the logits, loss)
     "softmax": (lambda z: softmax(z, axis=1), softmax_cross_entropy),
     "logistic": (expit, logistic_cross_entropy),
+    "identity": (lambda z: z, squared_error),
 }

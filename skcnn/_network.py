@@ -1,15 +1,19 @@
-"""The network: architecture resolution, initialisation, forward and backward.
+"""The network: a list of frozen layer specs, built once per fit.
 
-The architecture is resolved once per fit from the estimator's parameters
-and the image shape into a list of frozen block descriptions; everything
-else here is a pure function of (architecture, parameters, data).
+Each layer spec knows its input and output shape and pairs, side by side,
+
+- ``forward(weights, x, train, mask) -> (out, cache)``
+- ``backward(weights, dout, cache, need_dx) -> (dx, grads)``
+
+where ``weights`` is the caller's :class:`Weights` (the estimator's fitted
+arrays, never copied) and ``grads`` matches the layer's parameters. Nothing
+is stored on the specs, so one network serves several threads at once. The
+network's forward and backward passes are plain loops over the list.
 """
 
-from dataclasses import dataclass
-from numbers import Integral
+from dataclasses import dataclass, fields
 
 import numpy as np
-from sklearn.utils import gen_batches
 
 from ._layers import (
     ACTIVATION_GRADS,
@@ -24,21 +28,62 @@ from ._layers import (
     maxpool_backward,
     maxpool_forward,
 )
-from ._losses import OUTPUTS, weight_total
-from ._malloc import tune_malloc
-from ._parallel import blas_threads, map_parts, n_parts, single_threaded_blas
+from ._params import layer_sizes, per_block
 
-# Activation values (not bytes) one prediction chunk may hold at its widest
-# layer: 2M values (8 MB in float32) keeps a chunk's working set near the
-# CPU caches -- measured faster than larger chunks -- and bounds prediction
-# memory whatever the number of samples.
-_PREDICT_CHUNK_VALUES = 2**21
+
+@dataclass
+class Weights:
+    """The arrays a network computes with: the estimator's live attributes.
+
+    ``coefs`` and ``intercepts`` hold one array per conv block and dense
+    layer (``coefs_`` / ``intercepts_``); with batch normalization,
+    ``scales``, ``means`` and ``vars`` one per conv block, else None.
+    """
+
+    coefs: list
+    intercepts: list
+    scales: list = None
+    means: list = None
+    vars: list = None
+
+    def trainable(self):
+        """What the optimizer updates, in its fixed order."""
+        return self.coefs + self.intercepts + (self.scales or [])
+
+    def state(self):
+        """Every array prediction depends on (early stopping's snapshot)."""
+        return self.trainable() + (self.means or []) + (self.vars or [])
+
+
+@dataclass
+class Grads:
+    """Gradients laid out as :class:`Weights`' trainable arrays."""
+
+    coefs: list
+    intercepts: list
+    scales: list = None
+
+    def flat(self):
+        return self.coefs + self.intercepts + (self.scales or [])
+
+
+# --------------------------------------------------------------------------
+# Layer specs
+# --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ConvBlock:
-    """conv -> activation -> pool, with every size already resolved."""
+    """conv -> [batch norm] -> activation -> pool, every size resolved.
 
+    One fused layer, because the fusion is where the speed is: a max-pool
+    commutes with a per-channel bias and any non-decreasing activation, so
+    without batch norm it pools first and the bias and activation run on a
+    ph*pw times smaller map; and only the conv rows/columns a floor-mode
+    pool reads are computed (``conv_hw``).
+    """
+
+    index: int  # position in coefs_ / intercepts_ (and the norm lists)
     in_shape: tuple  # (H, W, C)
     kernel: tuple  # (kh, kw), clipped to the map for "valid" padding
     filters: int
@@ -47,34 +92,250 @@ class ConvBlock:
     conv_hw: tuple  # conv rows/cols actually computed (what the pool reads)
     pool: tuple  # (ph, pw); (1, 1) means no pooling
     pooling: str  # "max" | "avg"
+    activation: str
+    batch_norm: bool
     out_shape: tuple  # (H', W', F) after pooling
+
+    @property
+    def coef_shape(self):
+        return self.kernel + (self.in_shape[2], self.filters)
+
+    @property
+    def pools_first(self):
+        # a normalization's scale may be negative: then max does not commute
+        return self.pooling == "max" and not self.batch_norm
+
+    def values_per_sample(self):
+        """The largest activation array one sample needs here (im2col)."""
+        kh, kw = self.kernel
+        rows = self.conv_hw[0] * self.conv_hw[1]
+        return max(rows * kh * kw * self.in_shape[2], rows * self.filters)
+
+    def forward(self, weights, x, train, mask=None):
+        k = self.index
+        W, b = weights.coefs[k], weights.intercepts[k]
+        act = ACTIVATIONS[self.activation]
+        z, conv_cache = conv2d_forward(x, W, self.stride, self.pads, self.conv_hw)
+        if not train:
+            conv_cache = None  # frees the im2col buffer before the next layer
+        ph, pw = self.pool
+        norm_cache = stats = None
+        if self.pools_first:
+            pooled, pool_cache = maxpool_forward(z, ph, pw, need_cache=train)
+            # the pooled maxima stay cached for the backward pass in training
+            z = out = act(np.add(pooled, b, out=None if train else pooled))
+        else:
+            if not self.batch_norm:
+                z += b
+            elif train:
+                z, norm_cache, stats = batchnorm_forward(z, weights.scales[k], b)
+            else:
+                mean, var = weights.means[k], weights.vars[k]
+                z = batchnorm_inference(z, weights.scales[k], b, mean, var)
+            z = act(z)
+            pool = maxpool_forward if self.pooling == "max" else avgpool_forward
+            out, pool_cache = pool(z, ph, pw, need_cache=train)
+        if not train:
+            return out, None
+        return out, (conv_cache, pool_cache, z, norm_cache, stats)
+
+    def backward(self, weights, dout, cache, need_dx=True):
+        conv_cache, pool_cache, a_act, norm_cache, _ = cache
+        act_grad = ACTIVATION_GRADS[self.activation]
+        ph, pw = self.pool
+        dscale = None
+        if self.pools_first:
+            delta = act_grad(a_act, dout)
+            dbias = delta.sum(axis=(0, 1, 2))
+            delta = maxpool_backward(delta, pool_cache, ph, pw)
+        else:
+            unpool = maxpool_backward if self.pooling == "max" else avgpool_backward
+            delta = act_grad(a_act, unpool(dout, pool_cache, ph, pw))
+            if self.batch_norm:
+                delta, dscale, dbias = batchnorm_backward(delta, norm_cache)
+            else:
+                dbias = delta.sum(axis=(0, 1, 2))
+        W = weights.coefs[self.index]
+        dx, dW = conv2d_backward(
+            delta, conv_cache, W, self.stride, self.pads, need_dx=need_dx
+        )
+        return dx, (dW, dbias, dscale)
 
 
 @dataclass(frozen=True)
-class Architecture:
-    conv_blocks: tuple
-    dense_sizes: tuple  # (n_flat, hidden..., n_outputs)
-    activation: str
+class Flatten:
+    """(n, H, W, C) -> (n, H*W*C), in (height, width, channels) order."""
+
+    in_shape: tuple
+
+    def values_per_sample(self):
+        return int(np.prod(self.in_shape))
+
+    def forward(self, weights, x, train, mask=None):
+        return x.reshape(x.shape[0], -1), None
+
+    def backward(self, weights, dout, cache, need_dx=True):
+        return dout.reshape((dout.shape[0],) + self.in_shape), None
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool:
+    """(n, H, W, C) -> (n, C): the mean of each feature map."""
+
+    in_shape: tuple
+
+    def values_per_sample(self):
+        return int(np.prod(self.in_shape))
+
+    def forward(self, weights, x, train, mask=None):
+        return x.mean(axis=(1, 2)), None
+
+    def backward(self, weights, dout, cache, need_dx=True):
+        height, width, _ = self.in_shape
+        share = dout * dout.dtype.type(1.0 / (height * width))
+        dx = np.empty((dout.shape[0],) + self.in_shape, dtype=dout.dtype)
+        dx[...] = share[:, None, None, :]  # writable: updated in place later
+        return dx, None
+
+
+@dataclass(frozen=True)
+class Dense:
+    """x @ W + b, then the activation (None: the output layer's logits)."""
+
+    index: int
+    n_in: int
+    n_out: int
+    activation: str = None
+
+    @property
+    def coef_shape(self):
+        return (self.n_in, self.n_out)
+
+    def values_per_sample(self):
+        return max(self.n_in, self.n_out)
+
+    def forward(self, weights, x, train, mask=None):
+        z = x @ weights.coefs[self.index]
+        z += weights.intercepts[self.index]
+        if self.activation is not None:
+            z = ACTIVATIONS[self.activation](z)
+        if not train:
+            return z, None
+        # the activation's gradient is computed from its output
+        return z, (x, None if self.activation is None else z)
+
+    def backward(self, weights, dout, cache, need_dx=True):
+        x, a = cache
+        if self.activation is not None:
+            dout = ACTIVATION_GRADS[self.activation](a, dout)
+        dW = x.T @ dout
+        dbias = dout.sum(axis=0)
+        dx = dout @ weights.coefs[self.index].T if need_dx else None
+        return dx, (dW, dbias, None)
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """Inverted dropout: multiply by the step's mask (0 or 1 / (1 - p)).
+
+    The masks are drawn by the training loop from the estimator's random
+    state (so fits are reproducible) and passed in; off at prediction.
+    """
+
+    units: int
+    rate: float
+
+    def values_per_sample(self):
+        return self.units
+
+    def forward(self, weights, x, train, mask=None):
+        if not train or mask is None:
+            return x, None
+        return x * mask, mask
+
+    def backward(self, weights, dout, cache, need_dx=True):
+        if cache is not None:
+            dout *= cache
+        return dout, None
+
+
+# --------------------------------------------------------------------------
+# The network
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Design:
+    """The estimator's architecture parameters, validated once."""
+
+    conv_filters: tuple = (32, 64)
+    kernel_size: object = 3
+    pool_size: object = 2
+    strides: object = 1
+    padding: str = "valid"
+    pooling: str = "max"
+    global_pooling: bool = False
+    batch_norm: bool = False
+    hidden_layer_sizes: tuple = (64,)
+    activation: str = "relu"
+    dropout: float = 0.0
+
+    @classmethod
+    def of(cls, est):
+        """The design of an estimator's current parameters."""
+        return cls(**{f.name: getattr(est, f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Network:
+    """The layers of one fitted model, and what is derived from them."""
+
+    layers: tuple
+    activation: str  # of the conv blocks and hidden layers
     out_activation: str
-    global_pooling: bool = False  # average each map instead of flattening
-    batch_norm: bool = False  # normalize each conv's output before activation
+
+    @property
+    def conv_blocks(self):
+        return tuple(x for x in self.layers if isinstance(x, ConvBlock))
+
+    @property
+    def dense_layers(self):
+        return tuple(x for x in self.layers if isinstance(x, Dense))
+
+    @property
+    def dense_sizes(self):
+        """(n_flat, hidden..., n_outputs)."""
+        dense = self.dense_layers
+        return (dense[0].n_in,) + tuple(d.n_out for d in dense)
+
+    @property
+    def batch_norm(self):
+        return any(b.batch_norm for b in self.conv_blocks)
+
+    @property
+    def global_pooling(self):
+        return any(isinstance(x, GlobalAvgPool) for x in self.layers)
 
     @property
     def coef_shapes(self):
-        shapes = [b.kernel + (b.in_shape[2], b.filters) for b in self.conv_blocks]
-        shapes += list(zip(self.dense_sizes[:-1], self.dense_sizes[1:]))
-        return shapes
+        return [x.coef_shape for x in self.layers if hasattr(x, "coef_shape")]
+
+    @property
+    def n_outputs(self):
+        return self.layers[-1].n_out
 
     def max_values_per_sample(self):
         """Largest number of activation values one sample occupies at once."""
-        sizes = [int(np.prod(self.conv_blocks[0].in_shape))] if self.conv_blocks else []
-        for b in self.conv_blocks:
-            kh, kw = b.kernel
-            # the im2col buffer is the largest array of a conv layer
-            sizes.append(b.conv_hw[0] * b.conv_hw[1] * kh * kw * b.in_shape[2])
-            sizes.append(b.conv_hw[0] * b.conv_hw[1] * b.filters)
-        sizes.extend(self.dense_sizes)
-        return max(sizes)
+        first = self.layers[0]
+        shape = first.in_shape if hasattr(first, "in_shape") else (first.n_in,)
+        return max([int(np.prod(shape))] + [x.values_per_sample() for x in self.layers])
+
+    def embedding_end(self):
+        """How many layers produce ``transform``'s features: up to the last
+        hidden dense layer's activation (its dropout excluded), or the
+        flattened / pooled conv features without hidden layers."""
+        dense = [i for i, x in enumerate(self.layers) if isinstance(x, Dense)]
+        return dense[-2] + 1 if len(dense) > 1 else dense[-1]
 
 
 def _conv_geometry(size, kernel, stride, padding):
@@ -88,332 +349,134 @@ def _conv_geometry(size, kernel, stride, padding):
     return kernel, 0, 0, (size - kernel) // stride + 1
 
 
-def per_block(value, n_blocks, name):
-    """An int for every conv block, or a sequence with one entry per block."""
-    if isinstance(value, Integral):
-        return (int(value),) * n_blocks
-    values = tuple(value)
-    if len(values) != n_blocks:
-        raise ValueError(
-            f"{name} has {len(values)} entries but there are {n_blocks} conv "
-            f"blocks (conv_filters); give one per block or a single int."
-        )
-    if not all(isinstance(v, Integral) and not isinstance(v, bool) for v in values):
-        raise ValueError(f"{name} must hold integers; got {value!r}.")
-    if any(v < 1 for v in values):
-        raise ValueError(f"{name} must be positive integers; got {value!r}.")
-    return tuple(int(v) for v in values)
-
-
-def build_architecture(
-    image_shape,
-    conv_filters,
-    kernel_size,
-    pool_size,
-    padding,
-    pooling,
-    hidden_layer_sizes,
-    n_outputs,
-    activation,
-    out_activation,
-    strides=1,
-    global_pooling=False,
-    batch_norm=False,
-):
-    """Resolve every layer's size for images of ``image_shape`` = (H, W, C).
-
-    ``kernel_size``, ``pool_size`` and ``strides`` are an int for all conv
-    blocks or one entry per block.
-    """
-    n_blocks = len(conv_filters)
-    kernels = per_block(kernel_size, n_blocks, "kernel_size")
-    pools = per_block(pool_size, n_blocks, "pool_size")
-    stride_list = per_block(strides, n_blocks, "strides")
-    blocks = []
-    shape = tuple(int(s) for s in image_shape)
-    for filters, kernel, pool, stride in zip(conv_filters, kernels, pools, stride_list):
-        height, width, _ = shape
-        kh, top, bottom, conv_h = _conv_geometry(height, kernel, stride, padding)
-        kw, left, right, conv_w = _conv_geometry(width, kernel, stride, padding)
-        ph, pw = min(pool, conv_h), min(pool, conv_w)
-        out_h, out_w = conv_h // ph, conv_w // pw
-        blocks.append(
-            ConvBlock(
-                in_shape=shape,
-                kernel=(kh, kw),
-                filters=int(filters),
-                stride=stride,
-                pads=((top, bottom), (left, right)),
-                # floor-mode pooling never reads the trailing rows/columns,
-                # so they are not computed at all
-                conv_hw=(out_h * ph, out_w * pw),
-                pool=(ph, pw),
-                pooling=pooling,
-                out_shape=(out_h, out_w, int(filters)),
-            )
-        )
-        shape = blocks[-1].out_shape
-    global_pooling = bool(global_pooling and blocks)
-    n_flat = shape[2] if global_pooling else int(np.prod(shape))
-    dense = (n_flat,) + tuple(int(s) for s in hidden_layer_sizes)
-    return Architecture(
-        conv_blocks=tuple(blocks),
-        dense_sizes=dense + (int(n_outputs),),
-        activation=activation,
-        out_activation=out_activation,
-        global_pooling=global_pooling,
-        batch_norm=bool(batch_norm and blocks),
+def _conv_block(index, shape, filters, kernel, pool, stride, design):
+    height, width, _ = shape
+    kh, top, bottom, conv_h = _conv_geometry(height, kernel, stride, design.padding)
+    kw, left, right, conv_w = _conv_geometry(width, kernel, stride, design.padding)
+    ph, pw = min(pool, conv_h), min(pool, conv_w)
+    out_h, out_w = conv_h // ph, conv_w // pw
+    return ConvBlock(
+        index=index,
+        in_shape=shape,
+        kernel=(kh, kw),
+        filters=filters,
+        stride=stride,
+        pads=((top, bottom), (left, right)),
+        # floor-mode pooling never reads the trailing rows/columns, so they
+        # are not computed at all
+        conv_hw=(out_h * ph, out_w * pw),
+        pool=(ph, pw),
+        pooling=design.pooling,
+        activation=design.activation,
+        batch_norm=bool(design.batch_norm),
+        out_shape=(out_h, out_w, filters),
     )
 
 
-def initialize(arch, rng, dtype):
+def build_network(image_shape, design, n_outputs, out_activation):
+    """Resolve every layer for images of ``image_shape`` = (H, W, C)."""
+    filters = layer_sizes(design.conv_filters, "conv_filters")
+    n_blocks = len(filters)
+    per = zip(
+        filters,
+        per_block(design.kernel_size, n_blocks, "kernel_size"),
+        per_block(design.pool_size, n_blocks, "pool_size"),
+        per_block(design.strides, n_blocks, "strides"),
+    )
+    layers = []
+    shape = tuple(int(s) for s in image_shape)
+    for index, (f, kernel, pool, stride) in enumerate(per):
+        layers.append(_conv_block(index, shape, f, kernel, pool, stride, design))
+        shape = layers[-1].out_shape
+    if not layers:
+        layers.append(Flatten(shape))
+        n_flat = int(np.prod(shape))
+    elif design.global_pooling:
+        layers.append(GlobalAvgPool(shape))
+        n_flat = shape[2]
+    else:
+        layers.append(Flatten(shape))
+        n_flat = int(np.prod(shape))
+    sizes = (n_flat,) + layer_sizes(design.hidden_layer_sizes, "hidden_layer_sizes")
+    index = n_blocks
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers.append(Dense(index, n_in, n_out, design.activation))
+        if design.dropout:
+            layers.append(Dropout(n_out, float(design.dropout)))
+        index += 1
+    layers.append(Dense(index, sizes[-1], int(n_outputs)))
+    return Network(tuple(layers), design.activation, out_activation)
+
+
+def initialize(net, rng, dtype):
     """He-uniform weights for ReLU, Glorot-uniform otherwise; zero intercepts.
 
     He scaling keeps the activations' variance constant through ReLU layers,
     which lets the deep conv stack train from the first epoch; Glorot is
     MLPClassifier's choice for the saturating activations (factor 2 for
-    logistic, as there).
+    logistic, as there). Batch normalization starts as the identity.
     """
     coefs, intercepts = [], []
-    for shape in arch.coef_shapes:
+    activation = net.activation
+    for shape in net.coef_shapes:
         receptive = int(np.prod(shape[:-2]))
         fan_in, fan_out = receptive * shape[-2], receptive * shape[-1]
-        if arch.activation == "relu":
+        if activation == "relu":
             bound = np.sqrt(6.0 / fan_in)
         else:
-            factor = 2.0 if arch.activation == "logistic" else 6.0
+            factor = 2.0 if activation == "logistic" else 6.0
             bound = np.sqrt(factor / (fan_in + fan_out))
         coefs.append(rng.uniform(-bound, bound, shape).astype(dtype))
         intercepts.append(np.zeros(shape[-1], dtype=dtype))
-    return coefs, intercepts
+    weights = Weights(coefs, intercepts)
+    if net.batch_norm:
+        filters = [b.filters for b in net.conv_blocks]
+        weights.scales = [np.ones(f, dtype=dtype) for f in filters]
+        weights.means = [np.zeros(f, dtype=dtype) for f in filters]
+        weights.vars = [np.ones(f, dtype=dtype) for f in filters]
+    return weights
 
 
-def _pools_first(arch, block):
-    """Whether the block max-pools before its bias and activation."""
-    return block.pooling == "max" and not arch.batch_norm
+def forward(net, weights, x, train=False, masks=None, stop=None):
+    """Run the first ``stop`` layers (all by default) on ``x``.
 
-
-def forward(
-    arch,
-    coefs,
-    intercepts,
-    x,
-    train=True,
-    dropout_masks=None,
-    norms=None,
-    until_block=None,
-):
-    """Logits for images ``x`` of shape (n, H, W, C).
-
-    With ``train=False`` no cache is kept (inference skips all backward
-    bookkeeping) and the returned caches are None. ``dropout_masks`` holds,
-    per hidden dense layer, an (n, units) array of 0 and 1 / (1 - p) that
-    multiplies the layer's output (inverted dropout). With batch
-    normalization, ``norms`` holds per conv block its ``(scale, running_mean,
-    running_var)``; training normalizes with the batch's statistics, which
-    the caches keep, and inference with the running ones. With
-    ``until_block=k`` it returns the feature maps of conv block ``k``
-    (n, H', W', filters) instead of logits.
+    Returns ``(out, caches)``; the caches (one per layer) only with
+    ``train=True`` -- inference keeps nothing alive beyond the next layer.
+    ``masks`` maps a Dropout layer's position to its mask.
     """
-    act = ACTIVATIONS[arch.activation]
-    caches = []
-    a = x
-    n_conv = len(arch.conv_blocks)
-    for k, (block, W, b) in enumerate(zip(arch.conv_blocks, coefs, intercepts)):
-        z, conv_cache = conv2d_forward(a, W, block.stride, block.pads, block.conv_hw)
-        if not train:
-            conv_cache = None  # frees the im2col buffer before the next block
-        ph, pw = block.pool
-        norm_cache = None
-        if _pools_first(arch, block):
-            # max-pool commutes with a per-channel bias and any non-decreasing
-            # activation, so pool first: the two passes after it are ph*pw
-            # times smaller (a normalization's scale may be negative: not then)
-            pooled, pool_cache = maxpool_forward(z, ph, pw, need_cache=train)
-            # the pooled maxima stay cached for the backward pass in training
-            z = a = act(np.add(pooled, b, out=None if train else pooled))
-        else:
-            if not arch.batch_norm:
-                z += b
-            elif train:
-                z, norm_cache, stats = batchnorm_forward(z, norms[k][0], b)
-                norm_cache += stats
-            else:
-                scale, mean, var = norms[k]
-                z = batchnorm_inference(z, scale, b, mean, var)
-            z = act(z)
-            pool = maxpool_forward if block.pooling == "max" else avgpool_forward
-            a, pool_cache = pool(z, ph, pw, need_cache=train)
-        if k == until_block:
-            return a, None
-        if train:  # inference keeps nothing alive beyond the next layer
-            caches.append((conv_cache, pool_cache, z, norm_cache))
-    # global average pooling (one value per map) or flatten in (H, W, C) order
-    a = a.mean(axis=(1, 2)) if arch.global_pooling else a.reshape(a.shape[0], -1)
-    dense_coefs = coefs[n_conv:]
-    a_raw = mask = None
-    for k, (W, b) in enumerate(zip(dense_coefs, intercepts[n_conv:])):
+    caches = [] if train else None
+    for i, layer in enumerate(net.layers[:stop]):
+        mask = None if masks is None else masks.get(i)
+        x, cache = layer.forward(weights, x, train, mask)
         if train:
-            caches.append((a, a_raw, mask))
-        z = a @ W
-        z += b
-        if k == len(dense_coefs) - 1:
-            return z, (caches if train else None)
-        a = a_raw = act(z)
-        if dropout_masks is not None:
-            mask = dropout_masks[k]
-            a = a_raw * mask
+            caches.append(cache)
+    return x, caches
 
 
-def backward(arch, coefs, caches, dlogits, need_dx=False, scale_grads=None):
-    """Gradients of the loss w.r.t. every coef and intercept, given d/dlogits.
-
-    With batch normalization the gradients of the scales are written into
-    the list ``scale_grads`` (one per conv block).
-    """
-    act_grad = ACTIVATION_GRADS[arch.activation]
-    n_conv = len(arch.conv_blocks)
-    n_layers = len(coefs)
-    coef_grads = [None] * n_layers
-    intercept_grads = [None] * n_layers
+def backward(net, weights, caches, dlogits):
+    """Gradients of the loss w.r.t. every trainable array, given d/dlogits."""
+    n_weighted = len(weights.coefs)
+    grads = Grads([None] * n_weighted, [None] * n_weighted)
+    if weights.scales is not None:
+        grads.scales = [None] * len(weights.scales)
     delta = dlogits
-    for k in range(n_layers - 1, n_conv - 1, -1):
-        a_in, a_raw, mask = caches[k]
-        coef_grads[k] = a_in.T @ delta
-        intercept_grads[k] = delta.sum(axis=0)
-        if k == 0 and not need_dx:
-            return coef_grads, intercept_grads, None
-        delta = delta @ coefs[k].T
-        if k > n_conv:  # a_in is a hidden layer's (possibly dropped) output
-            if mask is not None:
-                delta *= mask
-            delta = act_grad(a_in if a_raw is None else a_raw, delta)
-    if n_conv:
-        last = arch.conv_blocks[-1]
-        n = delta.shape[0]
-        if arch.global_pooling:
-            height, width, filters = last.out_shape
-            share = delta * delta.dtype.type(1.0 / (height * width))
-            delta = np.empty((n,) + last.out_shape, dtype=delta.dtype)
-            delta[...] = share[:, None, None, :]  # writable: updated in place
-        else:
-            delta = delta.reshape((n,) + last.out_shape)
-    for k in range(n_conv - 1, -1, -1):
-        block = arch.conv_blocks[k]
-        conv_cache, pool_cache, a_act, norm_cache = caches[k]
-        ph, pw = block.pool
-        if _pools_first(arch, block):
-            delta = act_grad(a_act, delta)
-            intercept_grads[k] = delta.sum(axis=(0, 1, 2))
-            delta = maxpool_backward(delta, pool_cache, ph, pw)
-        else:
-            if block.pooling == "max":
-                delta = maxpool_backward(delta, pool_cache, ph, pw)
-            else:
-                delta = avgpool_backward(delta, pool_cache, ph, pw)
-            delta = act_grad(a_act, delta)
-            if arch.batch_norm:
-                delta, scale_grads[k], intercept_grads[k] = batchnorm_backward(
-                    delta, norm_cache[:3]
-                )
-            else:
-                intercept_grads[k] = delta.sum(axis=(0, 1, 2))
-        delta, coef_grads[k] = conv2d_backward(
-            delta,
-            conv_cache,
-            coefs[k],
-            block.stride,
-            block.pads,
-            need_dx=need_dx or k > 0,
-        )
-    return coef_grads, intercept_grads, delta
+    # nothing before the first weighted layer needs a gradient
+    first = next(i for i, x in enumerate(net.layers) if hasattr(x, "index"))
+    for i in range(len(net.layers) - 1, first - 1, -1):
+        layer = net.layers[i]
+        delta, g = layer.backward(weights, delta, caches[i], need_dx=i > first)
+        if g is not None:
+            k = layer.index
+            grads.coefs[k], grads.intercepts[k], scale_grad = g
+            if scale_grad is not None:
+                grads.scales[k] = scale_grad
+    return grads
 
 
-def loss_and_gradients(
-    arch,
-    coefs,
-    intercepts,
-    x,
-    Y,
-    sample_weight,
-    alpha,
-    n_threads=1,
-    dropout_masks=None,
-    norms=None,
-):
-    """Regularised loss and its gradients, with MLPClassifier's L2 convention.
-
-    loss = mean (sample-weighted) cross-entropy
-           + 0.5 * alpha * sum(W ** 2) / n,
-    n being the number of samples (or the sum of their weights); intercepts
-    are not penalised. With ``n_threads > 1`` a large enough batch is split
-    into parts computed in parallel and their gradients summed.
-
-    Returns ``(loss, coef_grads, intercept_grads)``; with batch normalization
-    (``norms`` given, see :func:`forward`) also the scales' gradients and
-    each block's batch ``(mean, var)``. Batch statistics need the whole
-    batch, so such a batch is not split.
-    """
-    n = x.shape[0]
-    total = weight_total(sample_weight, n)
-    loss_fn = OUTPUTS[arch.out_activation][1]
-
-    def part(rows):
-        masks = None if dropout_masks is None else [m[rows] for m in dropout_masks]
-        logits, caches = forward(arch, coefs, intercepts, x[rows], True, masks, norms)
-        sw = None if sample_weight is None else sample_weight[rows]
-        loss, dlogits = loss_fn(logits, Y[rows], sw, total)
-        scale_grads = [None] * len(arch.conv_blocks) if arch.batch_norm else None
-        coef_grads, intercept_grads, _ = backward(
-            arch, coefs, caches, dlogits, scale_grads=scale_grads
-        )
-        if arch.batch_norm:
-            stats = [c[3][3:] for c in caches[: len(arch.conv_blocks)]]
-            return loss, coef_grads, intercept_grads, scale_grads, stats
-        return loss, coef_grads, intercept_grads
-
-    parts = (
-        1 if arch.batch_norm else n_parts(n, arch.max_values_per_sample(), n_threads)
-    )
-    results = map_parts(part, n, parts)
-    loss, coef_grads, intercept_grads = results[0][:3]
-    for other_loss, other_coef, other_intercept in results[1:]:
-        loss += other_loss
-        for g, h in zip(coef_grads + intercept_grads, other_coef + other_intercept):
-            g += h
-    if alpha:
-        scale = alpha / total
-        loss += 0.5 * scale * sum(float(np.vdot(W, W)) for W in coefs)
-        for g, W in zip(coef_grads, coefs):
-            g += W.dtype.type(scale) * W
-    return (loss, coef_grads, intercept_grads) + tuple(results[0][3:])
-
-
-def output_probabilities(arch, coefs, intercepts, X, image_shape, norms=None):
-    """Output-layer probabilities for the rows of X, shape (n, n_outputs).
-
-    Computed in chunks so memory stays bounded whatever n, each chunk split
-    across threads when it is large enough.
-    """
-    n = X.shape[0]
-    values = arch.max_values_per_sample()
-    chunk = max(1, _PREDICT_CHUNK_VALUES // values)
-    out = np.empty((n, arch.dense_sizes[-1]), dtype=X.dtype)
-    prob = OUTPUTS[arch.out_activation][0]
-    n_threads = 1
-    if n_parts(n, values, 2) > 1:  # worth threads (and tuned malloc)
-        tune_malloc()
-        n_threads = blas_threads()
-    with single_threaded_blas(n_threads):
-        for batch in gen_batches(n, chunk):
-            xb, out_b = X[batch], out[batch]
-
-            def part(rows, xb=xb, out_b=out_b):
-                images = xb[rows].reshape((-1,) + tuple(image_shape))
-                logits, _ = forward(
-                    arch, coefs, intercepts, images, train=False, norms=norms
-                )
-                out_b[rows] = prob(logits)
-
-            map_parts(part, len(xb), n_parts(len(xb), values, n_threads))
-    return out
+def batch_statistics(net, caches):
+    """Per batch-normalized conv block, the batch's (mean, biased var)."""
+    return [
+        cache[4]
+        for layer, cache in zip(net.layers, caches)
+        if getattr(layer, "batch_norm", False)
+    ]

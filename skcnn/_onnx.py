@@ -12,7 +12,7 @@ transposed back before the flatten so the dense weights keep their
 
 import numpy as np
 
-from ._training import batch_norms
+from ._layers import BATCH_NORM_EPSILON
 
 _OPSET = 17
 _ACTIVATIONS = {"relu": "Relu", "tanh": "Tanh", "logistic": "Sigmoid"}
@@ -27,7 +27,7 @@ def to_onnx(est):
             "ONNX export needs the onnx package: pip install 'skcnn[onnx]'"
         ) from exc
 
-    arch = est._arch
+    arch = est._net
     dtype = est.coefs_[0].dtype
     elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
     nodes, inits = [], []
@@ -53,12 +53,12 @@ def to_onnx(est):
     if arch.conv_blocks:
         shape = const([-1, height, width, channels], dtype_=np.int64)
         x = node("Transpose", [node("Reshape", [x, shape])], perm=[0, 3, 1, 2])
-    norms = batch_norms(est)
+    weights = est._weights()
     for k, block in enumerate(arch.conv_blocks):
         W = np.ascontiguousarray(np.transpose(est.coefs_[k], (3, 2, 0, 1)))
         (top, bottom), (left, right) = block.pads
         conv_inputs = [x, const(W)]
-        if norms is None:
+        if not block.batch_norm:
             conv_inputs.append(const(est.intercepts_[k]))
         x = node(
             "Conv",
@@ -67,9 +67,9 @@ def to_onnx(est):
             strides=[block.stride, block.stride],
             pads=[top, left, bottom, right],
         )
-        if norms is not None:  # batch norm at inference: a per-channel affine
-            scale, mean, var = norms[k]
-            factor = scale / np.sqrt(var + dtype.type(1e-5))
+        if block.batch_norm:  # batch norm at inference: a per-channel affine
+            scale, mean, var = weights.scales[k], weights.means[k], weights.vars[k]
+            factor = scale / np.sqrt(var + dtype.type(BATCH_NORM_EPSILON))
             shift = est.intercepts_[k] - mean * factor
             x = node("Mul", [x, const(factor.reshape(-1, 1, 1))])
             x = node("Add", [x, const(shift.reshape(-1, 1, 1))])

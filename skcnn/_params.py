@@ -1,6 +1,8 @@
-"""Constraints on CNNClassifier's parameters, checked by scikit-learn at fit.
+"""Every rule on the estimators' parameters.
 
-MLPClassifier's training parameters keep its constraints exactly.
+``PARAMETER_CONSTRAINTS`` are checked by scikit-learn at fit (MLPClassifier's
+training parameters keep its constraints exactly); the functions below
+check what those constraints cannot express, when a fit resolves them.
 """
 
 from numbers import Integral, Real
@@ -18,7 +20,6 @@ PARAMETER_CONSTRAINTS = {
     "batch_norm": ["boolean"],
     "dropout": [Interval(Real, 0, 1, closed="left")],
     "augment": [None, dict],
-    "class_weight": [dict, StrOptions({"balanced"}), None],
     "padding": [StrOptions({"valid", "same"})],
     "pooling": [StrOptions({"max", "avg"})],
     "hidden_layer_sizes": [
@@ -53,3 +54,76 @@ PARAMETER_CONSTRAINTS = {
         Options(Real, {np.inf}),
     ],
 }
+
+CLASSIFIER_CONSTRAINTS = {
+    **PARAMETER_CONSTRAINTS,
+    "class_weight": [dict, StrOptions({"balanced"}), None],
+}
+
+
+# --------------------------------------------------------------------------
+# Rules the constraints above cannot express, checked when a fit resolves
+# the parameters. Every parameter rule of the package lives in this module.
+# --------------------------------------------------------------------------
+
+
+def _is_int(value):
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _positive_ints(values, name, given):
+    if not all(_is_int(v) for v in values):
+        raise ValueError(f"{name} must hold integers; got {given!r}.")
+    if any(v < 1 for v in values):
+        raise ValueError(f"{name} must be positive integers; got {given!r}.")
+    return tuple(int(v) for v in values)
+
+
+def layer_sizes(value, name):
+    """A layer-size parameter (an int or a sequence of ints) as a tuple."""
+    sizes = (value,) if _is_int(value) else tuple(value)
+    return _positive_ints(sizes, name, value)
+
+
+def per_block(value, n_blocks, name):
+    """An int for every conv block, or a sequence with one entry per block."""
+    if _is_int(value):
+        return _positive_ints((value,), name, value) * n_blocks
+    values = tuple(value)
+    if len(values) != n_blocks:
+        raise ValueError(
+            f"{name} has {len(values)} entries but there are {n_blocks} conv "
+            f"blocks (conv_filters); give one per block or a single int."
+        )
+    return _positive_ints(values, name, value)
+
+
+def check_image_shape(image_shape):
+    """``image_shape``: None, (height, width) or (height, width, channels)."""
+    if image_shape is None:
+        return None
+    if (
+        not isinstance(image_shape, (tuple, list))
+        or len(image_shape) not in (2, 3)
+        or not all(_is_int(s) and s >= 1 for s in image_shape)
+    ):
+        raise ValueError(
+            "image_shape must be None, (height, width) or (height, width, "
+            f"channels) with positive integers; got {image_shape!r}."
+        )
+    return tuple(int(s) for s in image_shape)
+
+
+def check_augment(augment):
+    """The ``augment`` parameter as (max shift in pixels, flips), or None."""
+    if augment is None:
+        return None
+    unknown = set(augment) - {"shift", "flip"}
+    shift, flip = augment.get("shift", 0), augment.get("flip", False)
+    if unknown or not _is_int(shift) or shift < 0 or not isinstance(flip, bool):
+        raise ValueError(
+            "augment must be None or a dict with keys 'shift' (an int >= 0, the "
+            "largest shift in pixels) and 'flip' (bool, random horizontal "
+            f"flips); got {augment!r}."
+        )
+    return int(shift), flip

@@ -14,9 +14,7 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._fit import architecture
 from ._optimizers import make_optimizer
-from ._training import model_state, trainable
 
 FORMAT = "skcnn-model"
 FORMAT_VERSION = 1
@@ -152,8 +150,8 @@ def load(path):
                 None if count is None else [arrays[f"{name}{i}"] for i in range(count)],
             )
         est._label_binarizer = _label_binarizer(meta["label_type"], est)
-        est._arch = architecture(est)
-        expected = est._arch.coef_shapes
+        est._net = est._build_network()
+        expected = est._net.coef_shapes
         if [c.shape for c in est.coefs_] != [tuple(s) for s in expected] or any(
             b.shape != (s[-1],) for b, s in zip(est.intercepts_, expected)
         ):
@@ -165,9 +163,9 @@ def load(path):
             f"{path} is a corrupt or tampered skcnn model file: {exc}"
         ) from None
     est._random_state = check_random_state(est.random_state)
-    est._optimizer = make_optimizer(est, trainable(est))
+    est._optimizer = make_optimizer(est, est._weights().trainable())
     est._no_improvement_count = 0
-    est._best_state = [a.copy() for a in model_state(est)]
+    est._best_state = [a.copy() for a in est._weights().state()]
     return est
 
 

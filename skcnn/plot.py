@@ -9,7 +9,6 @@ import numpy as np
 
 from ._image import validate_images
 from ._network import forward
-from ._training import batch_norms
 
 
 def _pyplot():
@@ -126,7 +125,7 @@ class FilterDisplay(_ImageGridDisplay):
     @classmethod
     def from_estimator(cls, estimator, *, ax=None):
         """Plot ``coefs_[0]`` of a fitted estimator with convolutions."""
-        if not estimator._arch.conv_blocks:
+        if not estimator._net.conv_blocks:
             raise ValueError("The estimator has no convolution layer.")
         kernels = np.moveaxis(estimator.coefs_[0], -1, 0)  # (filters, kh, kw, c)
         if kernels.shape[-1] == 3:
@@ -147,17 +146,15 @@ class FeatureMapDisplay(_ImageGridDisplay):
     @classmethod
     def from_estimator(cls, estimator, x, *, block=0, ax=None):
         """Plot the maps of conv block ``block`` (0-based) for one sample x."""
-        n_blocks = len(estimator._arch.conv_blocks)
+        n_blocks = len(estimator._net.conv_blocks)
         if not 0 <= block < n_blocks:
             raise ValueError(f"block must be in [0, {n_blocks}); got {block}.")
         X = validate_images(estimator, np.asarray(x)[None])
+        # the conv blocks are the network's first layers
         maps, _ = forward(
-            estimator._arch,
-            estimator.coefs_,
-            estimator.intercepts_,
+            estimator._net,
+            estimator._weights(),
             X.reshape((1,) + estimator.image_shape_),
-            train=False,
-            norms=batch_norms(estimator),
-            until_block=block,
+            stop=block + 1,
         )
         return cls(np.moveaxis(maps[0], -1, 0), f"conv block {block}").plot(ax=ax)

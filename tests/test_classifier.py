@@ -8,7 +8,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.datasets import make_classification, make_multilabel_classification
 from sklearn.neural_network import MLPClassifier
 
-import skcnn._network as network_module
+import skcnn._engine as engine
 from skcnn import CNNClassifier
 
 SMALL = dict(conv_filters=(4,), hidden_layer_sizes=(8,), max_iter=3, random_state=0)
@@ -317,7 +317,7 @@ def test_prediction_in_chunks_is_exact(images, monkeypatch):
     X4, y = images
     clf = CNNClassifier(**SMALL).fit(X4, y)
     whole = clf.predict_proba(X4)
-    monkeypatch.setattr(network_module, "_PREDICT_CHUNK_VALUES", 100)
+    monkeypatch.setattr(engine, "PREDICT_CHUNK_VALUES", 100)
     assert_allclose(clf.predict_proba(X4), whole, rtol=1e-12)
     # subsets give the rows of the whole (batch invariance)
     assert_allclose(clf.predict_proba(X4[7:9]), whole[7:9], rtol=1e-12)

@@ -130,7 +130,7 @@ def test_a_second_ctrl_c_interrupts_at_once_and_rolls_back(monkeypatch):
     import os
     import signal
 
-    import skcnn._training as training
+    import skcnn._loop as training
 
     rng = np.random.default_rng(0)
     X = rng.uniform(0, 1, (60, 6, 6))

@@ -4,7 +4,23 @@ import numpy as np
 import pytest
 from gradcheck import assert_gradient
 
-from skcnn._network import build_architecture, initialize, loss_and_gradients
+from skcnn._engine import Batch, loss_and_gradients
+from skcnn._network import Design, Dropout, build_network, initialize
+
+
+def build_architecture(
+    image, filters, kernel_size=3, pool_size=2, padding="valid", pooling="max",
+    hidden_layer_sizes=(), n_outputs=2, activation="relu",
+    out_activation="softmax", **extra,
+):  # fmt: skip
+    """The network of these parameters (the estimators' parameter names)."""
+    design = Design(
+        conv_filters=filters, kernel_size=kernel_size, pool_size=pool_size,
+        padding=padding, pooling=pooling, hidden_layer_sizes=hidden_layer_sizes,
+        activation=activation, **extra,
+    )  # fmt: skip
+    return build_network(image, design, n_outputs, out_activation)
+
 
 ARCHS = {
     # name: (image_shape, conv_filters, kernel, pool, padding, pooling, hidden, act)
@@ -23,17 +39,18 @@ def _setup(name, n_outputs, seed=0):
         image, filters, kernel, pool, padding, pooling, hidden, n_outputs, act, out_act
     )
     rng = np.random.RandomState(seed)
-    coefs, intercepts = initialize(arch, rng, np.float64)
+    weights = initialize(arch, rng, np.float64)
     # non-zero intercepts so their gradients are exercised everywhere
-    intercepts = [rng.uniform(-0.2, 0.2, b.shape) for b in intercepts]
+    weights.intercepts = [rng.uniform(-0.2, 0.2, b.shape) for b in weights.intercepts]
     x = rng.uniform(0, 1, (4,) + tuple(image))
-    return arch, coefs, intercepts, x, rng
+    return arch, weights, x, rng
 
 
 @pytest.mark.parametrize("name", list(ARCHS))
 @pytest.mark.parametrize("n_outputs", [1, 3])
 def test_network_gradients_wrt_every_parameter(name, n_outputs):
-    arch, coefs, intercepts, x, rng = _setup(name, n_outputs)
+    arch, weights, x, rng = _setup(name, n_outputs)
+    coefs, intercepts = weights.coefs, weights.intercepts
     if n_outputs == 1:
         Y = rng.randint(0, 2, (4, 1)).astype(float)
     else:
@@ -42,11 +59,10 @@ def test_network_gradients_wrt_every_parameter(name, n_outputs):
     alpha = 0.3
 
     def loss():
-        return loss_and_gradients(arch, coefs, intercepts, x, Y, sw, alpha)[0]
+        return loss_and_gradients(arch, weights, Batch(x, Y, sw), alpha).loss
 
-    _, coef_grads, intercept_grads = loss_and_gradients(
-        arch, coefs, intercepts, x, Y, sw, alpha
-    )
+    grads = loss_and_gradients(arch, weights, Batch(x, Y, sw), alpha).grads
+    coef_grads, intercept_grads = grads.coefs, grads.intercepts
     assert len(coef_grads) == len(coefs) == len(intercepts)
     for W, g in zip(coefs, coef_grads):
         assert_gradient(g, loss, W)
@@ -88,13 +104,12 @@ def test_small_maps_clip_kernels_and_windows(
 
 
 def test_float32_end_to_end_keeps_float32():
-    arch, coefs, intercepts, x, rng = _setup("reference-like", 3)
-    coefs = [c.astype(np.float32) for c in coefs]
-    intercepts = [b.astype(np.float32) for b in intercepts]
+    arch, weights, x, rng = _setup("reference-like", 3)
+    weights.coefs = [c.astype(np.float32) for c in weights.coefs]
+    weights.intercepts = [b.astype(np.float32) for b in weights.intercepts]
     Y = np.eye(3, dtype=np.float32)[rng.randint(0, 3, 4)]
-    _, cg, ig = loss_and_gradients(
-        arch, coefs, intercepts, x.astype(np.float32), Y, None, 1e-4
-    )
+    grads = loss_and_gradients(arch, weights, Batch(x.astype(np.float32), Y), 1e-4)
+    cg, ig = grads.grads.coefs, grads.grads.intercepts
     assert all(g.dtype == np.float32 for g in cg + ig)
 
 
@@ -129,26 +144,27 @@ def test_network_gradients_with_strides_global_pooling_and_dropout(name, dropout
         n_outputs=3,
         activation="tanh",
         out_activation="softmax",
+        dropout=0.5 if dropout else 0.0,
         **options,
     )
     rng = np.random.RandomState(1)
-    coefs, intercepts = initialize(arch, rng, np.float64)
-    intercepts = [rng.uniform(-0.2, 0.2, b.shape) for b in intercepts]
+    weights = initialize(arch, rng, np.float64)
+    weights.intercepts = [rng.uniform(-0.2, 0.2, b.shape) for b in weights.intercepts]
+    coefs, intercepts = weights.coefs, weights.intercepts
     x = rng.uniform(0, 1, (5,) + image)
     Y = np.eye(3)[rng.randint(0, 3, 5)]
     masks = None
     if dropout:
         # fixed inverted-dropout masks (p = 0.5) make the loss deterministic
-        masks = [(rng.uniform(size=(5, k)) > 0.5) * 2.0 for k in (5, 4)]
+        at = [i for i, layer in enumerate(arch.layers) if isinstance(layer, Dropout)]
+        masks = {i: (rng.uniform(size=(5, k)) > 0.5) * 2.0 for i, k in zip(at, (5, 4))}
+    batch = Batch(x, Y, None, masks)
 
     def loss():
-        return loss_and_gradients(
-            arch, coefs, intercepts, x, Y, None, 0.1, dropout_masks=masks
-        )[0]
+        return loss_and_gradients(arch, weights, batch, 0.1).loss
 
-    _, coef_grads, intercept_grads = loss_and_gradients(
-        arch, coefs, intercepts, x, Y, None, 0.1, dropout_masks=masks
-    )
+    grads = loss_and_gradients(arch, weights, batch, 0.1).grads
+    coef_grads, intercept_grads = grads.coefs, grads.intercepts
     for W, g in zip(coefs + intercepts, coef_grads + intercept_grads):
         assert_gradient(g, loss, W)
     if name.startswith("global"):
@@ -180,24 +196,58 @@ def test_network_gradients_with_batch_norm(pooling, global_pooling):
         batch_norm=True,
     )
     rng = np.random.RandomState(3)
-    coefs, intercepts = initialize(arch, rng, np.float64)
-    intercepts = [rng.uniform(-0.2, 0.2, b.shape) for b in intercepts]
-    scales = [rng.uniform(-1.5, 1.5, 3), rng.uniform(0.5, 1.5, 4)]
-    norms = [(s, None, None) for s in scales]
+    weights = initialize(arch, rng, np.float64)
+    weights.intercepts = [rng.uniform(-0.2, 0.2, b.shape) for b in weights.intercepts]
+    weights.scales = [rng.uniform(-1.5, 1.5, 3), rng.uniform(0.5, 1.5, 4)]
+    coefs, intercepts, scales = weights.coefs, weights.intercepts, weights.scales
     x = rng.uniform(0, 1, (6, 8, 7, 2))
     Y = np.eye(3)[rng.randint(0, 3, 6)]
     sw = rng.uniform(0.5, 2, 6)
 
     def loss():
-        return loss_and_gradients(arch, coefs, intercepts, x, Y, sw, 0.1, norms=norms)[
-            0
-        ]
+        return loss_and_gradients(arch, weights, Batch(x, Y, sw), 0.1).loss
 
-    _, coef_grads, intercept_grads, scale_grads, stats = loss_and_gradients(
-        arch, coefs, intercepts, x, Y, sw, 0.1, norms=norms
-    )
+    step = loss_and_gradients(arch, weights, Batch(x, Y, sw), 0.1)
+    coef_grads, intercept_grads = step.grads.coefs, step.grads.intercepts
+    scale_grads, stats = step.grads.scales, step.stats
     for W, g in zip(
         coefs + intercepts + scales, coef_grads + intercept_grads + scale_grads
     ):
         assert_gradient(g, loss, W)
     assert [m.shape for m, v in stats] == [(3,), (4,)]
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+@pytest.mark.parametrize("n_outputs", [1, 3])
+def test_regression_network_gradients(name, n_outputs):
+    # identity output with the squared error: CNNRegressor's loss
+    image, filters, kernel, pool, padding, pooling, hidden, act = ARCHS[name]
+    arch = build_architecture(
+        image, filters, kernel, pool, padding, pooling, hidden, n_outputs, act,
+        "identity",
+    )  # fmt: skip
+    rng = np.random.RandomState(2)
+    weights = initialize(arch, rng, np.float64)
+    weights.intercepts = [rng.uniform(-0.2, 0.2, b.shape) for b in weights.intercepts]
+    x = rng.uniform(0, 1, (4,) + tuple(image))
+    Y = rng.normal(size=(4, n_outputs))
+    batch = Batch(x, Y, rng.uniform(0.5, 2.0, 4))
+
+    def loss():
+        return loss_and_gradients(arch, weights, batch, 0.3).loss
+
+    grads = loss_and_gradients(arch, weights, batch, 0.3).grads
+    for W, g in zip(weights.trainable(), grads.flat()):
+        assert_gradient(g, loss, W)
+
+
+def test_squared_error_is_mlpregressors_loss():
+    from sklearn.neural_network._base import squared_loss
+
+    from skcnn._losses import squared_error
+
+    rng = np.random.RandomState(0)
+    pred, Y, sw = rng.normal(size=(6, 3)), rng.normal(size=(6, 3)), rng.rand(6)
+    for weights in (None, sw):
+        loss, _ = squared_error(pred.copy(), Y, weights)
+        assert loss == pytest.approx(squared_loss(Y, pred, weights), rel=1e-12)

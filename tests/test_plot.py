@@ -63,7 +63,7 @@ def test_filter_display(fitted, tmp_path):
 def test_feature_map_display(fitted, images, tmp_path):
     X, _ = images
     display = FeatureMapDisplay.from_estimator(fitted, X[0], block=1)
-    block = fitted._arch.conv_blocks[1]
+    block = fitted._net.conv_blocks[1]
     assert len(display.images_) == block.filters
     assert display.images_[0].get_array().shape == block.out_shape[:2]
     first = FeatureMapDisplay.from_estimator(fitted, X[0].ravel(), block=0)

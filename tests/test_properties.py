@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
 from skcnn import CNNClassifier
-from skcnn._network import build_architecture, initialize, loss_and_gradients
+from skcnn._engine import Batch, loss_and_gradients
+from skcnn._network import Design, build_network, initialize
 
 architectures = st.fixed_dictionaries(
     {
@@ -69,30 +70,24 @@ def test_fit_predict_proba_rows_are_finite_and_sum_to_one(spec):
 def test_network_gradients_match_finite_differences(spec):
     params, shape = _split(spec)
     n_out = spec["n_classes"] if spec["n_classes"] > 2 else 1
-    arch = build_architecture(
-        shape,
-        params["conv_filters"],
-        params["kernel_size"],
-        params["pool_size"],
-        params["padding"],
-        params["pooling"],
-        params["hidden_layer_sizes"],
-        n_out,
-        params["activation"],
-        "softmax" if n_out > 1 else "logistic",
+    design = Design(
+        **{k: params[k] for k in ("conv_filters", "kernel_size", "pool_size")},
+        **{k: params[k] for k in ("padding", "pooling", "hidden_layer_sizes")},
+        activation=params["activation"],
     )
+    arch = build_network(shape, design, n_out, "softmax" if n_out > 1 else "logistic")
     rng = np.random.RandomState(spec["seed"])
-    coefs, intercepts = initialize(arch, rng, np.float64)
-    intercepts = [rng.uniform(-0.3, 0.3, b.shape) for b in intercepts]
+    weights = initialize(arch, rng, np.float64)
+    weights.intercepts = [rng.uniform(-0.3, 0.3, b.shape) for b in weights.intercepts]
+    coefs, intercepts = weights.coefs, weights.intercepts
     x = rng.uniform(size=(3,) + shape)
     Y = np.eye(max(n_out, 2))[rng.randint(0, max(n_out, 2), 3)][:, -n_out:]
 
     def loss():
-        return loss_and_gradients(arch, coefs, intercepts, x, Y, None, 0.1)[0]
+        return loss_and_gradients(arch, weights, Batch(x, Y), 0.1).loss
 
-    _, coef_grads, intercept_grads = loss_and_gradients(
-        arch, coefs, intercepts, x, Y, None, 0.1
-    )
+    grads = loss_and_gradients(arch, weights, Batch(x, Y), 0.1).grads
+    coef_grads, intercept_grads = grads.coefs, grads.intercepts
     checked = skipped = 0
     for W, g in zip(coefs + intercepts, coef_grads + intercept_grads):
         assert g.shape == W.shape
@@ -113,16 +108,16 @@ def test_network_gradients_match_finite_differences(spec):
 def test_kink_detection_does_not_hide_a_wrong_gradient(activation, monkeypatch):
     # The property above skips non-smooth points; make sure a broken backward
     # pass is still caught at the smooth ones.
-    import skcnn._network as network
+    import skcnn._engine as engine
 
-    real = network.backward
+    real = engine.backward
 
     def broken(*args, **kwargs):
-        coef_grads, intercept_grads, dx = real(*args, **kwargs)
-        coef_grads[0] = coef_grads[0] * 1.01
-        return coef_grads, intercept_grads, dx
+        grads = real(*args, **kwargs)
+        grads.coefs[0] = grads.coefs[0] * 1.01
+        return grads
 
-    monkeypatch.setattr(network, "backward", broken)
+    monkeypatch.setattr(engine, "backward", broken)
     spec = dict(
         height=6, width=6, channels=1, conv_filters=(2,), kernel_size=3,
         pool_size=2, padding="valid", pooling="max", hidden_layer_sizes=(3,),

@@ -1,0 +1,414 @@
+"""The base of CNNClassifier and CNNRegressor: one engine, two estimators.
+
+:class:`BaseCNN` owns the parameters, ``fit`` / ``partial_fit`` with their
+validation and rollback, the fitted state, prediction in bounded chunks and
+``transform``. A subclass supplies a few hooks -- how targets are encoded
+and decoded, which output layer and loss, how a validation set is drawn
+and scored -- as MLPClassifier / MLPRegressor do over their common base.
+"""
+
+import copy
+from dataclasses import dataclass
+
+from sklearn.base import BaseEstimator, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    column_or_1d,
+    validate_data,
+)
+
+from ._engine import predict_rows
+from ._image import (
+    check_magnitude,
+    check_sample_shape,
+    compute_dtype,
+    resolve_image_shape,
+    split_images,
+    validate_images,
+)
+from ._loop import TrainingData, TrainingLoop, ValidationSet
+from ._network import Design, Weights, build_network, initialize
+from ._optimizers import make_optimizer
+from ._params import PARAMETER_CONSTRAINTS, check_augment
+
+try:  # scikit-learn >= 1.9 has a callback API (progress bars, monitors)
+    from sklearn.callback import CallbackSupportMixin as CallbackSupport
+except ImportError:  # older releases: no callbacks, nothing else changes
+    CallbackSupport = None
+
+
+@dataclass(frozen=True)
+class FitRequest:
+    """What one ``fit`` or ``partial_fit`` call asks for."""
+
+    X: object
+    y: object
+    sample_weight: object = None
+    incremental: bool = False  # partial_fit: one epoch, keep the state
+    classes: object = None  # partial_fit's classes (classifier)
+    X_val: object = None  # fit's explicit early-stopping validation set
+    y_val: object = None
+
+
+class BaseCNN(TrainingLoop, BaseEstimator):
+    """Parameters, fitting and prediction shared by the skcnn estimators."""
+
+    _parameter_constraints: dict = PARAMETER_CONSTRAINTS
+    _y_numeric = False  # regression targets are converted to floats
+
+    if CallbackSupport is not None:  # scikit-learn >= 1.9; found by duck typing
+        set_callbacks = CallbackSupport.set_callbacks
+        _init_callback_context = CallbackSupport._init_callback_context
+
+    def __init__(
+        self,
+        *,
+        image_shape=None,
+        conv_filters=(32, 64),
+        kernel_size=3,
+        pool_size=2,
+        padding="valid",
+        pooling="max",
+        strides=1,
+        global_pooling=False,
+        batch_norm=False,
+        hidden_layer_sizes=(64,),
+        activation="relu",
+        dropout=0.0,
+        augment=None,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=20,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+    ):
+        self.image_shape = image_shape
+        self.conv_filters = conv_filters
+        self.kernel_size = kernel_size
+        self.pool_size = pool_size
+        self.padding = padding
+        self.pooling = pooling
+        self.strides = strides
+        self.global_pooling = global_pooling
+        self.batch_norm = batch_norm
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.dropout = dropout
+        self.augment = augment
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+
+    # ------------------------------------------------------------------
+    # Hooks of the concrete estimators
+    # ------------------------------------------------------------------
+
+    def _first_partial_fit(self, classes):
+        """Whether this partial_fit call starts a new model."""
+        return not hasattr(self, "coefs_")
+
+    def _check_targets(self, y):
+        """Validated targets, before encoding."""
+        return y
+
+    def _sample_weights(self, y, sample_weight, incremental):
+        """Sample weights the estimator adds (class weights), or the given."""
+        return sample_weight
+
+    def _encode(self, y, reset, incremental):
+        """Targets as an (n, n_outputs) array for the loss; ``reset`` learns
+        the encoding (classes, number of outputs) afresh."""
+        raise NotImplementedError
+
+    def _out_activation(self):
+        raise NotImplementedError
+
+    def _check_validation_targets(self, y_val, X_val):
+        """fit's ``y_val``, validated against ``X_val``."""
+        raise NotImplementedError
+
+    def _stratify(self, Y):
+        """(strata for the validation split or None, number of classes)."""
+        raise NotImplementedError
+
+    def _decode(self, Y):
+        """Encoded targets or outputs back to what ``predict`` returns."""
+        raise NotImplementedError
+
+    def _validation_score(self, validation):
+        """Early stopping's score of a :class:`ValidationSet`."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------
+    # Fitting
+    # ------------------------------------------------------------------
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None, X_val=None, y_val=None):
+        """Fit the model to images X and targets y.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), \
+                (n_samples, height, width) or (n_samples, height, width, channels)
+            Training images: flattened rows in (height, width, channels) order,
+            grayscale images, or channels-last images.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets: class labels (a label indicator array for multilabel
+            classification) or real values.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the samples' losses.
+        X_val, y_val : array-like, default=None
+            An explicit validation set for ``early_stopping=True``, used
+            instead of holding out ``validation_fraction`` of X.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        if (X_val is None) != (y_val is None):
+            raise ValueError("Pass both X_val and y_val, or neither.")
+        if X_val is not None and not self.early_stopping:
+            raise ValueError("X_val and y_val are used with early_stopping=True only.")
+        return self._guarded_fit(
+            FitRequest(X, y, sample_weight, X_val=X_val, y_val=y_val)
+        )
+
+    def _partial_fit(self, X, y, sample_weight=None, classes=None):
+        if self.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True.")
+        request = FitRequest(X, y, sample_weight, incremental=True, classes=classes)
+        return self._guarded_fit(request)
+
+    def _guarded_fit(self, request):
+        """Validate, set up or reuse the state, train; on failure roll back."""
+        # A failed call must leave the estimator as it was (or cleanly
+        # unfitted): snapshot the fitted state, which is small next to the data.
+        saved = {k: copy.deepcopy(v) for k, v in vars(self).items() if _is_state(k)}
+        try:
+            interrupted = self._fit_unguarded(request)
+        except BaseException:
+            for k in [k for k in vars(self) if _is_state(k)]:
+                delattr(self, k)
+            vars(self).update(saved)
+            raise
+        if interrupted:
+            # Ctrl-C: the model is consistent (the weights of the last
+            # completed batch) and stays fitted, but the caller -- a script, a
+            # loop, a GridSearchCV -- must stop too: the user asked for
+            # control back.
+            raise KeyboardInterrupt(
+                f"{type(self).__name__} training interrupted by Ctrl-C after "
+                f"{self.n_iter_} complete epoch(s); the model keeps the weights "
+                "of the last completed minibatch and can be used or trained "
+                "further."
+            )
+        return self
+
+    def _fit_unguarded(self, request):
+        incremental = request.incremental
+        # evaluated first: the classifier's hook also validates ``classes``
+        restart = incremental and self._first_partial_fit(request.classes)
+        first_pass = (
+            restart
+            or not hasattr(self, "coefs_")
+            or (not self.warm_start and not incremental)
+        )
+        check_augment(self.augment)
+        X, sample_shape = split_images(request.X)
+        if not first_pass:
+            check_sample_shape(sample_shape, self.image_shape_)
+        dtype = compute_dtype(X) if first_pass else self.coefs_[0].dtype
+        X, y = validate_data(
+            self,
+            X,
+            request.y,
+            dtype=dtype,
+            reset=first_pass,
+            multi_output=True,
+            y_numeric=self._y_numeric,
+        )
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_magnitude(X)
+        y = self._check_targets(y)
+        sample_weight = request.sample_weight
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(
+                sample_weight, X, dtype=X.dtype, ensure_non_negative=True
+            )
+        sample_weight = self._sample_weights(y, sample_weight, incremental)
+        if sample_weight is not None:
+            if not sample_weight.any():
+                raise ValueError(
+                    "Sample weights must contain at least one non-zero weight."
+                )
+            sample_weight = sample_weight.astype(X.dtype, copy=False)
+        if first_pass:
+            image_shape = resolve_image_shape(
+                X.shape[1], self.image_shape, sample_shape
+            )
+        Y = self._encode(y, first_pass and not incremental, incremental)
+        if first_pass:
+            self._initialize(image_shape, Y.shape[1], dtype)
+        elif not incremental:
+            # a warm-started fit runs a fresh optimizer from the current weights
+            self._optimizer = make_optimizer(self, self._weights().trainable())
+        validation = None
+        if request.X_val is not None:
+            X_val = validate_images(self, request.X_val)
+            y_val = self._check_validation_targets(request.y_val, X_val)
+            validation = ValidationSet(X_val, y_val)
+        context = None
+        if hasattr(self, "_init_callback_context"):  # scikit-learn >= 1.9
+            context = self._init_callback_context(
+                task_name="fit", max_subtasks=1 if incremental else self.max_iter
+            )
+            context.call_on_fit_task_begin(estimator=self, X=X, y=y)
+        data = TrainingData(X, Y, sample_weight, y)
+        interrupted = self._train(data, validation, incremental, context)
+        if context is not None:
+            context.call_on_fit_task_end(
+                estimator=self, X=X, y=y, reconstruction_attributes=self._snapshot()
+            )
+        return interrupted
+
+    def _initialize(self, image_shape, n_outputs, dtype):
+        """A new model: network, weights, optimizer and bookkeeping."""
+        self._random_state = check_random_state(self.random_state)
+        self.n_outputs_ = n_outputs
+        self.out_activation_ = self._out_activation()
+        self.image_shape_ = tuple(image_shape)
+        self._net = self._build_network()
+        weights = initialize(self._net, self._random_state, dtype)
+        self._set_weights(weights)
+        self.n_layers_ = len(self.coefs_) + 1
+        self._optimizer = make_optimizer(self, weights.trainable())
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.loss_curve_ = []
+        self.history_ = []
+        self.validation_scores_ = None
+        self._sync_stopping_state(reset=True)
+
+    def _build_network(self):
+        """The network of the current parameters and fitted shapes."""
+        return build_network(
+            self.image_shape_, Design.of(self), self.n_outputs_, self.out_activation_
+        )
+
+    def _weights(self):
+        """The live fitted arrays as the network's :class:`Weights`."""
+        return Weights(
+            self.coefs_,
+            self.intercepts_,
+            self.batch_norm_scales_,
+            self.batch_norm_means_,
+            self.batch_norm_vars_,
+        )
+
+    def _set_weights(self, weights):
+        self.coefs_ = weights.coefs
+        self.intercepts_ = weights.intercepts
+        self.batch_norm_scales_ = weights.scales
+        self.batch_norm_means_ = weights.means
+        self.batch_norm_vars_ = weights.vars
+
+    # ------------------------------------------------------------------
+    # Prediction and embeddings
+    # ------------------------------------------------------------------
+
+    def _forward(self, X, stop=None):
+        """Outputs (or, with ``stop``, features) for validated rows X."""
+        return predict_rows(self._net, self._weights(), X, self.image_shape_, stop)
+
+    def transform(self, X):
+        """The learned features of X: the last hidden layer's activations.
+
+        These are the activations of the last hidden dense layer, or the
+        flattened (or globally pooled) conv features when
+        ``hidden_layer_sizes=()``; computed in bounded-memory chunks like
+        ``predict``. With ``fit_transform`` this makes the estimator a
+        supervised feature extractor for a following pipeline step.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, *image)
+            Images, in the fitted per-sample shape or flattened.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_samples, n_features_out)
+            The features, in the model's float dtype.
+        """
+        X = validate_images(self, X)
+        return self._forward(X, stop=self._net.embedding_end())
+
+    @property
+    def _n_features_out(self):
+        """Width of ``transform``'s output (for ``get_feature_names_out``):
+        the features are what the output layer reads."""
+        return self._net.dense_layers[-1].n_in
+
+    def save(self, path):
+        """Save the fitted model to ``path``; see :func:`skcnn.load`."""
+        from ._persistence import save
+
+        save(self, path)
+
+    def to_onnx(self):
+        """The fitted model as an ``onnx.ModelProto`` (needs ``skcnn[onnx]``)."""
+        from ._onnx import to_onnx
+
+        check_is_fitted(self)
+        return to_onnx(self)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        if tags.transformer_tags is not None:
+            tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+def _is_state(name):
+    """Fitted state: public ``*_`` and private ``_*`` attributes, except the
+    callbacks' (set by the user or by sklearn around the fit, never copied)."""
+    if name.startswith(("_skl_", "_callback", "_parent_callback")):
+        return False
+    return name.endswith("_") or name.startswith("_")

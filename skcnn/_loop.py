@@ -1,0 +1,376 @@
+"""The stochastic training loop, with MLPClassifier's semantics.
+
+:class:`TrainingLoop` is the part of the estimators' base class that runs
+the epochs and minibatches: shuffling, dropout masks, augmentation, the
+optimizer step, batch-norm running statistics, MLPClassifier's stopping
+rule, ``history_`` / verbose output, Ctrl-C and scikit-learn callbacks.
+It calls two hooks of the concrete estimator: ``_stratify`` (how to split
+off a validation set) and ``_validation_score``.
+"""
+
+import signal
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import gen_batches
+
+from ._augment import augment_batch
+from ._engine import Batch, loss_and_gradients
+from ._malloc import tune_malloc
+from ._network import Dropout
+from ._optimizers import cosine_factor
+from ._parallel import blas_threads, single_threaded_blas
+
+# Weight of a batch's statistics in the running averages (PyTorch's default).
+BATCH_NORM_MOMENTUM = 0.1
+
+
+@dataclass
+class TrainingData:
+    """Validated rows, encoded targets (n, n_outputs) and sample weights;
+    ``y`` is the targets as given, for the callbacks."""
+
+    X: np.ndarray
+    Y: np.ndarray
+    sample_weight: np.ndarray = None
+    y: object = None
+
+
+@dataclass
+class ValidationSet:
+    """Early stopping's held-out rows, targets as ``score`` takes them."""
+
+    X: np.ndarray
+    y: np.ndarray
+    sample_weight: np.ndarray = None
+
+
+class TrainingLoop:
+    """Epochs and minibatches of a fit (a base of the estimators)."""
+
+    def _train(self, data, validation, incremental, context=None):
+        """Run up to ``max_iter`` epochs (one with ``incremental``).
+
+        ``validation`` is an explicit :class:`ValidationSet` for early
+        stopping; without it ``validation_fraction`` of the data is held
+        out. ``context`` is scikit-learn's callback context of the fit (or
+        None): each epoch is a task and each minibatch a sub-task; a
+        callback may stop training at an epoch's end. Returns True when
+        Ctrl-C ended training (after a completed minibatch).
+        """
+        given = data  # before the hold-out, for the callbacks
+        if self.early_stopping:
+            data, validation = self._hold_out(data, validation)
+        n_samples = data.X.shape[0]
+        batch_size = self._batch_size(n_samples)
+        self.n_iter_ = 0
+        self._sync_stopping_state()
+        tune_malloc()
+        n_threads = blas_threads()
+        with single_threaded_blas(n_threads), _InterruptAfterBatch() as interrupt:
+            for _ in range(self.max_iter):
+                start = time.perf_counter()
+                rate = self._current_rate()
+                epoch = None
+                if context is not None:
+                    # minibatch tasks only when some callback listens (a
+                    # progress bar): they cost a little Python per step
+                    listening = bool(getattr(self, "_skl_callbacks", None))
+                    n_batches = -(-n_samples // batch_size) if listening else 0
+                    epoch = context.subcontext(
+                        task_name="epoch", max_subtasks=n_batches
+                    )
+                    epoch.call_on_fit_task_begin(estimator=self, X=given.X, y=given.y)
+                loss, n_seen = self._run_epoch(
+                    data, batch_size, n_threads, interrupt, epoch
+                )
+                if interrupt.requested and n_seen < n_samples:
+                    # Ctrl-C in mid-epoch: the weights are those of the last
+                    # completed batch; a partial epoch is no loss_curve_
+                    # entry. The caller raises KeyboardInterrupt.
+                    self.t_ += n_seen
+                    return True
+                if not all(np.isfinite(p).all() for p in self._weights().state()):
+                    self._diverged()
+                stop = self._end_epoch(loss, n_samples, validation, rate, start)
+                if epoch is not None:
+                    stop |= epoch.call_on_fit_task_end(
+                        estimator=self,
+                        X=given.X,
+                        y=given.y,
+                        reconstruction_attributes=self._snapshot(),
+                    )
+                if stop or incremental or interrupt.requested:
+                    break
+                if self.n_iter_ == self.max_iter:
+                    warnings.warn(
+                        f"Stochastic Optimizer: Maximum iterations ({self.max_iter})"
+                        " reached and the optimization hasn't converged yet.",
+                        ConvergenceWarning,
+                        stacklevel=4,
+                    )
+        if self.early_stopping:
+            # restore the best weights, in place so coefs_ stay the live arrays
+            for p, best in zip(self._weights().state(), self._best_state):
+                p[...] = best
+        return interrupt.requested
+
+    def _hold_out(self, data, validation):
+        """Split off early stopping's validation set, unless one was given."""
+        if validation is not None:
+            return data, validation
+        stratify, n_classes = self._stratify(data.Y)
+        n_val = int(np.ceil(self.validation_fraction * data.X.shape[0]))
+        if n_val < max(2, n_classes):
+            per_class = f" for {n_classes} classes" if n_classes > 1 else ""
+            raise ValueError(
+                f"The validation set is too small: {n_val} samples{per_class}. "
+                "Increase 'validation_fraction' or the size of your dataset."
+            )
+        sw = data.sample_weight
+        split = train_test_split(
+            data.X,
+            data.Y,
+            *([] if sw is None else [sw]),
+            random_state=self._random_state,
+            test_size=self.validation_fraction,
+            stratify=stratify,
+        )
+        X, X_val, Y, Y_val = split[:4]
+        sw, sw_val = split[4:] if sw is not None else (None, None)
+        held_out = ValidationSet(X_val, self._decode(Y_val), sw_val)
+        return TrainingData(X, Y, sw), held_out
+
+    def _batch_size(self, n_samples):
+        if self.batch_size == "auto":
+            return min(200, n_samples)
+        if self.batch_size > n_samples:
+            warnings.warn(
+                "Got `batch_size` less than 1 or larger than sample size. "
+                "It is going to be clipped.",
+                stacklevel=5,
+            )
+        return int(np.clip(self.batch_size, 1, n_samples))
+
+    def _current_rate(self):
+        """The base learning rate of the coming epoch (cosine if asked)."""
+        optimizer = self._optimizer
+        if self.learning_rate == "cosine":
+            factor = cosine_factor(len(self.loss_curve_), self.max_iter)
+            optimizer.scale_learning_rate(factor)
+        if hasattr(optimizer, "rate_factor"):  # Adam: the rate is bias-corrected
+            return optimizer.learning_rate_init * optimizer.rate_factor
+        return optimizer.learning_rate
+
+    def _dropout_masks(self, n, dtype):
+        """Inverted-dropout masks per Dropout layer, from the random state."""
+        if not self.dropout:
+            return None
+        keep = 1.0 - self.dropout
+        scale = dtype.type(1.0 / keep)
+        rng = self._random_state
+        return {
+            i: (rng.random_sample((n, layer.units)) < keep).astype(dtype) * scale
+            for i, layer in enumerate(self._net.layers)
+            if isinstance(layer, Dropout)
+        }
+
+    def _run_epoch(self, data, batch_size, n_threads, interrupt, epoch):
+        """One pass over the data: (mean minibatch loss, samples passed).
+
+        Stops early, after a completed batch, when Ctrl-C was pressed.
+        """
+        n_samples = data.X.shape[0]
+        order = self._random_state.permutation(n_samples) if self.shuffle else None
+        accumulated_loss = 0.0
+        n_seen = 0
+        for batch in gen_batches(n_samples, batch_size):
+            n_seen = batch.stop
+            idx = batch if order is None else order[batch]
+            sw = None if data.sample_weight is None else data.sample_weight[idx]
+            if sw is not None and not sw.any():
+                continue  # a batch of zero weight carries no gradient
+            task = None
+            if epoch is not None and epoch.max_subtasks:
+                task = epoch.subcontext(task_name="batch")
+                task.call_on_fit_task_begin(estimator=self)
+            n = len(data.X[idx])
+            accumulated_loss += self._step(data.X[idx], data.Y[idx], sw, n_threads) * n
+            if task is not None:
+                task.call_on_fit_task_end(estimator=self)
+            if interrupt.requested:
+                break
+        return accumulated_loss / n_samples, n_seen
+
+    def _step(self, rows, Y, sample_weight, n_threads):
+        """One optimizer step on a minibatch; returns its loss."""
+        weights = self._weights()
+        dtype = weights.coefs[0].dtype
+        x = augment_batch(self, rows.reshape((-1,) + self.image_shape_))
+        batch = Batch(
+            x, Y.astype(dtype), sample_weight, self._dropout_masks(len(x), dtype)
+        )
+        alpha = 0.0 if self.solver == "adamw" else self.alpha  # adamw decays
+        step = loss_and_gradients(self._net, weights, batch, alpha, n_threads)
+        if not np.isfinite(step.loss):
+            self._diverged()
+        if step.stats is not None:
+            self._update_running_stats(step.stats, len(x))
+        self._optimizer.update_params(weights.trainable(), step.grads.flat())
+        return step.loss
+
+    def _update_running_stats(self, stats, n):
+        """Exponential running averages of the batch means and (unbiased)
+        variances."""
+        m = BATCH_NORM_MOMENTUM
+        for block, (mean, var), run_mean, run_var in zip(
+            self._net.conv_blocks, stats, self.batch_norm_means_, self.batch_norm_vars_
+        ):
+            count = n * int(np.prod(block.conv_hw))  # values per channel
+            unbiased = var * (count / max(count - 1, 1))
+            run_mean *= 1 - m
+            run_mean += m * mean
+            run_var *= 1 - m
+            run_var += m * unbiased
+
+    def _end_epoch(self, loss, n_samples, validation, rate, start):
+        """Epoch bookkeeping with MLPClassifier's stopping rule; True to stop."""
+        self.n_iter_ += 1
+        self.loss_ = loss
+        self.t_ += n_samples
+        self.loss_curve_.append(loss)
+        score = None
+        if self.early_stopping:
+            score = self._update_validation(validation)
+        else:
+            self._update_training_loss()
+        seconds = time.perf_counter() - start
+        self.history_.append(
+            {
+                "epoch": len(self.loss_curve_),
+                "loss": loss,
+                "validation_score": score,
+                "learning_rate": rate,
+                "seconds": seconds,
+            }
+        )
+        if self.verbose:
+            val = "" if score is None else f", validation score = {score:.6f}"
+            print(
+                f"Iteration {self.n_iter_}, loss = {loss:.8f}{val}, "
+                f"{seconds:.2f} s, {n_samples / seconds:.0f} img/s"
+            )
+        self._optimizer.iteration_ends(self.t_)
+        if self._no_improvement_count > self.n_iter_no_change:
+            what = "Validation score" if self.early_stopping else "Training loss"
+            msg = (
+                f"{what} did not improve more than tol={self.tol:f} for "
+                f"{self.n_iter_no_change} consecutive epochs."
+            )
+            if self._optimizer.trigger_stopping(msg, self.verbose):
+                return True
+            self._no_improvement_count = 0
+        return False
+
+    def _update_validation(self, validation):
+        score = self._validation_score(validation)
+        self.validation_scores_.append(score)
+        if score < self.best_validation_score_ + self.tol:
+            self._no_improvement_count += 1
+        else:
+            self._no_improvement_count = 0
+        if score > self.best_validation_score_:
+            self.best_validation_score_ = score
+            self._best_state = [a.copy() for a in self._weights().state()]
+        return score
+
+    def _update_training_loss(self):
+        if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+            self._no_improvement_count += 1
+        else:
+            self._no_improvement_count = 0
+        self.best_loss_ = min(self.best_loss_, self.loss_curve_[-1])
+
+    def _sync_stopping_state(self, reset=False):
+        """Make the stopping bookkeeping match the current ``early_stopping``.
+
+        ``reset`` starts it afresh (a new fit). Otherwise it is kept, except
+        that ``set_params(early_stopping=...)`` between a fit and a warm
+        start or ``partial_fit`` switches to the other rule's attributes
+        (with a fresh patience count) instead of failing on its Nones.
+        """
+        switched = (self.validation_scores_ is None) == bool(self.early_stopping)
+        if not (reset or switched):
+            return
+        self._no_improvement_count = 0
+        self._best_state = [a.copy() for a in self._weights().state()]
+        if self.early_stopping:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+            self.best_loss_ = np.inf
+
+    def _diverged(self):
+        raise ValueError(
+            f"Training diverged in epoch {self.n_iter_ + 1}: the loss or the "
+            "weights became non-finite. Use a smaller learning_rate_init "
+            f"(currently {self.learning_rate_init}) or scale the input features."
+        )
+
+    def _snapshot(self):
+        """Lazily, the attributes that make a copy predict as self does now."""
+
+        def attributes():
+            names = ["coefs_", "intercepts_", "batch_norm_scales_"]
+            names += ["batch_norm_means_", "batch_norm_vars_"]
+            return {
+                k: None
+                if getattr(self, k) is None
+                else [a.copy() for a in getattr(self, k)]
+                for k in names
+            }
+
+        return attributes
+
+
+class _InterruptAfterBatch:
+    """Turn Ctrl-C during fit into a request to stop after the current batch.
+
+    A KeyboardInterrupt raised at an arbitrary point could leave the weights
+    half-updated; instead the first SIGINT only sets a flag that the batch
+    loop reads, and the fit raises KeyboardInterrupt once the model is
+    consistent. A second Ctrl-C (a batch that takes too long) raises at once;
+    the fit then rolls back to the state before the call. Only the main
+    thread can install signal handlers: elsewhere this does nothing and
+    Ctrl-C behaves as usual.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self._previous = signal.signal(signal.SIGINT, self._handler)
+            except ValueError:  # e.g. an embedded interpreter
+                self._previous = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
