@@ -1,0 +1,218 @@
+"""Layer specs: frozen descriptions of one layer, forward and backward paired.
+
+Each spec knows its input and output shape and pairs, side by side,
+
+- ``forward(weights, x, train, mask) -> (out, cache)``
+- ``backward(weights, dout, cache, need_dx) -> (dx, grads)``
+
+where ``weights`` is the caller's ``Weights`` (the estimator's fitted
+arrays, never copied), ``grads`` is ``(dW, dbias, dscale)`` for a layer
+with parameters (its ``index`` says which) and None otherwise. Nothing is
+stored on a spec, so one network serves several threads at once. The
+arithmetic is the primitives' of ``_layers``.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._layers import (
+    ACTIVATION_GRADS,
+    ACTIVATIONS,
+    avgpool_backward,
+    avgpool_forward,
+    batchnorm_backward,
+    batchnorm_forward,
+    batchnorm_inference,
+    conv2d_backward,
+    conv2d_forward,
+    maxpool_backward,
+    maxpool_forward,
+)
+
+
+@dataclass(frozen=True)
+class ConvBlock:
+    """conv -> [batch norm] -> activation -> pool, every size resolved.
+
+    One fused layer, because the fusion is where the speed is: a max-pool
+    commutes with a per-channel bias and any non-decreasing activation, so
+    without batch norm it pools first and the bias and activation run on a
+    ph*pw times smaller map; and only the conv rows/columns a floor-mode
+    pool reads are computed (``conv_hw``).
+    """
+
+    index: int  # position in coefs_ / intercepts_ (and the norm lists)
+    in_shape: tuple  # (H, W, C)
+    kernel: tuple  # (kh, kw), clipped to the map for "valid" padding
+    filters: int
+    stride: int
+    pads: tuple  # ((top, bottom), (left, right))
+    conv_hw: tuple  # conv rows/cols actually computed (what the pool reads)
+    pool: tuple  # (ph, pw); (1, 1) means no pooling
+    pooling: str  # "max" | "avg"
+    activation: str
+    batch_norm: bool
+    out_shape: tuple  # (H', W', F) after pooling
+
+    @property
+    def coef_shape(self):
+        return self.kernel + (self.in_shape[2], self.filters)
+
+    @property
+    def pools_first(self):
+        # a normalization's scale may be negative: then max does not commute
+        return self.pooling == "max" and not self.batch_norm
+
+    def values_per_sample(self):
+        """The largest activation array one sample needs here (im2col)."""
+        kh, kw = self.kernel
+        rows = self.conv_hw[0] * self.conv_hw[1]
+        return max(rows * kh * kw * self.in_shape[2], rows * self.filters)
+
+    def forward(self, weights, x, train, mask=None):
+        k = self.index
+        W, b = weights.coefs[k], weights.intercepts[k]
+        act = ACTIVATIONS[self.activation]
+        z, conv_cache = conv2d_forward(x, W, self.stride, self.pads, self.conv_hw)
+        if not train:
+            conv_cache = None  # frees the im2col buffer before the next layer
+        ph, pw = self.pool
+        norm_cache = stats = None
+        if self.pools_first:
+            pooled, pool_cache = maxpool_forward(z, ph, pw, need_cache=train)
+            # the pooled maxima stay cached for the backward pass in training
+            z = out = act(np.add(pooled, b, out=None if train else pooled))
+        else:
+            if not self.batch_norm:
+                z += b
+            elif train:
+                z, norm_cache, stats = batchnorm_forward(z, weights.scales[k], b)
+            else:
+                mean, var = weights.means[k], weights.vars[k]
+                z = batchnorm_inference(z, weights.scales[k], b, mean, var)
+            z = act(z)
+            pool = maxpool_forward if self.pooling == "max" else avgpool_forward
+            out, pool_cache = pool(z, ph, pw, need_cache=train)
+        if not train:
+            return out, None
+        return out, (conv_cache, pool_cache, z, norm_cache, stats)
+
+    def backward(self, weights, dout, cache, need_dx=True):
+        conv_cache, pool_cache, a_act, norm_cache, _ = cache
+        act_grad = ACTIVATION_GRADS[self.activation]
+        ph, pw = self.pool
+        dscale = None
+        if self.pools_first:
+            delta = act_grad(a_act, dout)
+            dbias = delta.sum(axis=(0, 1, 2))
+            delta = maxpool_backward(delta, pool_cache, ph, pw)
+        else:
+            unpool = maxpool_backward if self.pooling == "max" else avgpool_backward
+            delta = act_grad(a_act, unpool(dout, pool_cache, ph, pw))
+            if self.batch_norm:
+                delta, dscale, dbias = batchnorm_backward(delta, norm_cache)
+            else:
+                dbias = delta.sum(axis=(0, 1, 2))
+        W = weights.coefs[self.index]
+        dx, dW = conv2d_backward(
+            delta, conv_cache, W, self.stride, self.pads, need_dx=need_dx
+        )
+        return dx, (dW, dbias, dscale)
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """(n, H, W, C) -> (n, H*W*C), in (height, width, channels) order."""
+
+    in_shape: tuple
+
+    def values_per_sample(self):
+        return int(np.prod(self.in_shape))
+
+    def forward(self, weights, x, train, mask=None):
+        return x.reshape(x.shape[0], -1), None
+
+    def backward(self, weights, dout, cache, need_dx=True):
+        return dout.reshape((dout.shape[0],) + self.in_shape), None
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool:
+    """(n, H, W, C) -> (n, C): the mean of each feature map."""
+
+    in_shape: tuple
+
+    def values_per_sample(self):
+        return int(np.prod(self.in_shape))
+
+    def forward(self, weights, x, train, mask=None):
+        return x.mean(axis=(1, 2)), None
+
+    def backward(self, weights, dout, cache, need_dx=True):
+        height, width, _ = self.in_shape
+        share = dout * dout.dtype.type(1.0 / (height * width))
+        dx = np.empty((dout.shape[0],) + self.in_shape, dtype=dout.dtype)
+        dx[...] = share[:, None, None, :]  # writable: updated in place later
+        return dx, None
+
+
+@dataclass(frozen=True)
+class Dense:
+    """x @ W + b, then the activation (None: the output layer's logits)."""
+
+    index: int
+    n_in: int
+    n_out: int
+    activation: str = None
+
+    @property
+    def coef_shape(self):
+        return (self.n_in, self.n_out)
+
+    def values_per_sample(self):
+        return max(self.n_in, self.n_out)
+
+    def forward(self, weights, x, train, mask=None):
+        z = x @ weights.coefs[self.index]
+        z += weights.intercepts[self.index]
+        if self.activation is not None:
+            z = ACTIVATIONS[self.activation](z)
+        if not train:
+            return z, None
+        # the activation's gradient is computed from its output
+        return z, (x, None if self.activation is None else z)
+
+    def backward(self, weights, dout, cache, need_dx=True):
+        x, a = cache
+        if self.activation is not None:
+            dout = ACTIVATION_GRADS[self.activation](a, dout)
+        dW = x.T @ dout
+        dbias = dout.sum(axis=0)
+        dx = dout @ weights.coefs[self.index].T if need_dx else None
+        return dx, (dW, dbias, None)
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """Inverted dropout: multiply by the step's mask (0 or 1 / (1 - p)).
+
+    The masks are drawn by the training loop from the estimator's random
+    state (so fits are reproducible) and passed in; off at prediction.
+    """
+
+    units: int
+    rate: float
+
+    def values_per_sample(self):
+        return self.units
+
+    def forward(self, weights, x, train, mask=None):
+        if not train or mask is None:
+            return x, None
+        return x * mask, mask
+
+    def backward(self, weights, dout, cache, need_dx=True):
+        if cache is not None:
+            dout *= cache
+        return dout, None
