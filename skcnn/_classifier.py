@@ -486,7 +486,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             return np.log(proba, out=proba)
 
     def save(self, path):
-        """Save the fitted model to ``path`` (``.npz``); see :func:`skcnn.load`."""
+        """Save the fitted model to exactly ``path`` (any suffix; an npz archive).
+
+        Atomic: a failed or interrupted save leaves a file already at
+        ``path`` intact. Read it back with :func:`skcnn.load` (no pickle).
+        """
         save(self, path)
 
     def to_onnx(self):
