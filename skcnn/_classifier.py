@@ -490,14 +490,15 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             return np.log(proba, out=proba)
 
     def save(self, path):
-        """Save the fitted model to ``path`` (``.npz``); see :func:`skcnn.load`."""
+        """Save atomically to exactly ``path`` (any suffix); see :func:`skcnn.load`."""
         save(self, path)
 
     def to_onnx(self):
         """The fitted model as an ``onnx.ModelProto`` (needs ``skcnn[onnx]``).
 
-        Input ``X``: the flattened rows ``predict`` accepts, in the model's
-        float dtype; outputs ``label`` and ``probabilities``.
+        Input ``X``: the flattened rows ``predict`` accepts, as float32 (a
+        float64 model is exported in float32: pass ``X.astype("float32")``);
+        outputs ``label`` and float32 ``probabilities`` (to 1e-5).
         """
         check_is_fitted(self)
         return to_onnx(self)
