@@ -386,13 +386,20 @@ class BaseCNN(TrainingLoop, BaseEstimator):
         return self._net.dense_layers[-1].n_in
 
     def save(self, path):
-        """Save the fitted model to ``path``; see :func:`skcnn.load`."""
+        """Save atomically to exactly ``path`` (any suffix); see :func:`skcnn.load`."""
         from ._persistence import save
 
         save(self, path)
 
     def to_onnx(self):
-        """The fitted model as an ``onnx.ModelProto`` (needs ``skcnn[onnx]``)."""
+        """The fitted model as an ``onnx.ModelProto`` (needs ``skcnn[onnx]``).
+
+        Input ``X``: the flattened rows ``predict`` accepts, as float32 (a
+        float64 model is exported in float32: pass ``X.astype("float32")``).
+        Outputs: a classifier's ``label`` and float32 ``probabilities``, a
+        regressor's float32 ``variable`` of shape (n, n_outputs); they match
+        ``predict`` / ``predict_proba`` to 1e-5.
+        """
         from ._onnx import to_onnx
 
         check_is_fitted(self)

@@ -1,13 +1,18 @@
 """Export a fitted CNNClassifier to ONNX (``pip install "skcnn[onnx]"``).
 
 The graph takes the rows users pass to ``predict`` -- ``(N, n_features)``
-in (height, width, channels) order, float in the model's dtype -- and
-returns ``label`` and ``probabilities`` (as ``predict`` and
-``predict_proba``). It is built with ``onnx.helper`` only: NHWC rows are
-reshaped and transposed to ONNX's NCHW, each conv block becomes Conv (+
-batch-norm affine) + activation + pooling in floor mode, and the maps are
-transposed back before the flatten so the dense weights keep their
-(height, width, channels) order.
+in (height, width, channels) order, as float32 -- and returns ``label``
+and ``probabilities`` (as ``predict`` and ``predict_proba``; the
+probabilities in float32). The graph is float32 whatever the model's
+dtype: onnxruntime has no float64 Conv, and float32 is what every runtime
+runs (skl2onnx exports the same way), so a float64 model's weights are
+cast; its probabilities stay within 1e-5 of ``predict_proba``.
+
+It is built with ``onnx.helper`` only: NHWC rows are reshaped and
+transposed to ONNX's NCHW, each conv block becomes Conv (+ batch-norm
+affine) + activation + pooling in floor mode, and the maps are transposed
+back before the flatten so the dense weights keep their (height, width,
+channels) order.
 """
 
 import numpy as np
@@ -28,14 +33,13 @@ def to_onnx(est):
         ) from exc
 
     arch = est._net
-    dtype = est.coefs_[0].dtype
-    elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
+    model_dtype = est.coefs_[0].dtype
     nodes, inits = [], []
     counter = iter(range(10**6))
 
-    def const(value, name=None, dtype_=None):
+    def const(value, name=None, dtype_=np.float32):
         name = name or f"c{next(counter)}"
-        array = np.asarray(value, dtype=dtype_ or dtype)
+        array = np.asarray(value, dtype=dtype_)
         inits.append(numpy_helper.from_array(array, name))
         return name
 
@@ -69,7 +73,8 @@ def to_onnx(est):
         )
         if block.batch_norm:  # batch norm at inference: a per-channel affine
             scale, mean, var = weights.scales[k], weights.means[k], weights.vars[k]
-            factor = scale / np.sqrt(var + dtype.type(BATCH_NORM_EPSILON))
+            # folded in the model's dtype, rounded to float32 once
+            factor = scale / np.sqrt(var + model_dtype.type(BATCH_NORM_EPSILON))
             shift = est.intercepts_[k] - mean * factor
             x = node("Mul", [x, const(factor.reshape(-1, 1, 1))])
             x = node("Add", [x, const(shift.reshape(-1, 1, 1))])
@@ -123,10 +128,12 @@ def to_onnx(est):
     graph = helper.make_graph(
         nodes,
         "skcnn_CNNClassifier",
-        [helper.make_tensor_value_info("X", elem, ["N", n_features])],
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", n_features])],
         [
             helper.make_tensor_value_info("label", label_type, label_shape),
-            helper.make_tensor_value_info("probabilities", elem, ["N", None]),
+            helper.make_tensor_value_info(
+                "probabilities", TensorProto.FLOAT, ["N", None]
+            ),
         ],
         inits,
     )

@@ -4,10 +4,20 @@ A model file is a NumPy ``.npz`` archive: the parameters and the small
 fitted attributes as one JSON document, the weights as plain numeric
 arrays. ``load`` reads it with ``allow_pickle=False``, so opening a model
 file can never execute code -- unlike ``pickle`` or ``joblib.load``.
+
+``save`` writes exactly the path it is given (whatever its suffix) and
+never leaves a half-written file there: the archive goes to a temporary
+file in the same folder, is flushed to disk, then renamed over the target.
 """
 
+import contextlib
 import json
+import os
+import secrets
+import stat
+import struct
 import zipfile
+import zlib
 
 import numpy as np
 from sklearn.preprocessing import LabelBinarizer
@@ -57,7 +67,7 @@ def _jsonable(value):
 
 
 def save(estimator, path):
-    """Write a fitted CNNClassifier to ``path`` (a ``.npz`` archive)."""
+    """Write a fitted CNNClassifier to exactly ``path`` (an ``.npz`` archive)."""
     from . import __version__
 
     check_is_fitted(estimator)
@@ -87,7 +97,53 @@ def save(estimator, path):
         meta["arrays"][name] = None if values is None else len(values)
         for i, a in enumerate(values or []):
             arrays[f"{name}{i}"] = a
-    np.savez(path, __meta__=np.array(json.dumps(meta)), **arrays)
+    _write_atomically(path, __meta__=np.array(json.dumps(meta)), **arrays)
+
+
+def _write_atomically(path, **arrays):
+    # resolve a symlink so that, like open(), the save goes to the file it
+    # points at rather than replacing the link
+    target = os.path.realpath(path)
+    folder, name = os.path.split(target)
+    fd, tmp = _create_temporary(folder, name)
+    try:
+        # a file object, not a name: np.savez appends ".npz" to names
+        with os.fdopen(fd, "wb") as file:
+            np.savez(file, **arrays)
+            file.flush()
+            os.fsync(file.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            # overwriting keeps the file's permissions, as open() does
+            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
+        os.replace(tmp, target)
+    except BaseException:  # a full disk, Ctrl-C: the old file stays intact
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+
+def _create_temporary(folder, name):
+    """A new file next to ``name``, created with the mode open() would use.
+
+    tempfile.mkstemp creates 0600 files, and reading the umask to widen
+    that means setting it, process-wide; opening with 0o666 lets the
+    kernel apply the umask as it does for any new file.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name next to {name!r}")
 
 
 def load(path):
@@ -106,23 +162,17 @@ def load(path):
 
     Raises
     ------
+    FileNotFoundError
+        If there is no file at ``path``.
     ValueError
         If the file is not a skcnn model, comes from an incompatible format
         version, or is truncated or tampered with.
     """
     from . import CNNClassifier
 
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["__meta__"]))
-            arrays = {k: data[k] for k in data.files if k != "__meta__"}
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError, ValueError) as exc:
-        raise ValueError(
-            f"{path} is not a readable skcnn model file (truncated or not a "
-            f"model?): {exc}"
-        ) from None
-    if meta.get("format") != FORMAT or meta.get("class") != "CNNClassifier":
-        raise ValueError(f"{path} is not a skcnn CNNClassifier model file.")
+    # opened here so that a missing file or a folder is reported as such
+    with open(path, "rb") as file:
+        meta, arrays = _read(path, file)
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"{path} was written in model format {meta.get('format_version')} "
@@ -167,6 +217,62 @@ def load(path):
     est._no_improvement_count = 0
     est._best_state = [a.copy() for a in est._weights().state()]
     return est
+
+
+def _read(path, file):
+    """The JSON document and the arrays of an open model file."""
+    not_a_model = f"{path} is not an skcnn model file"
+    if file.read(4) != b"PK\x03\x04":  # every non-empty .npz is a zip
+        raise ValueError(f"{not_a_model} (not an .npz archive).")
+    file.seek(0)
+    # what zipfile, zlib and struct raise on a truncated or damaged archive
+    # (garbled flags read as an unknown compression or an encrypted entry)
+    damaged = (
+        zipfile.BadZipFile,
+        zlib.error,
+        struct.error,
+        EOFError,
+        OSError,
+        NotImplementedError,
+        RuntimeError,
+    )
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            meta = None
+            if "__meta__" in data.files:
+                try:
+                    meta = json.loads(str(data["__meta__"]))
+                except damaged:
+                    raise
+                except Exception:  # pickled, garbled or not JSON: not ours
+                    pass
+            if not (
+                isinstance(meta, dict)
+                and meta.get("format") == FORMAT
+                and meta.get("class") == "CNNClassifier"
+            ):
+                raise ValueError(f"{not_a_model} (no skcnn CNNClassifier header).")
+            arrays = {}
+            for key in data.files:
+                if key == "__meta__":
+                    continue
+                try:
+                    arrays[key] = data[key]
+                # bytes from anywhere: a garbled .npy header fails in numpy's
+                # parser (even its tokenizer), an object array is refused by
+                # allow_pickle=False -- whose message must not invite the
+                # user to turn pickle on
+                except Exception:
+                    raise ValueError(
+                        f"{path} is not a readable skcnn model file (truncated "
+                        f"or tampered?): entry {key!r} cannot be read as a plain "
+                        "numeric array."
+                    ) from None
+    except damaged as exc:
+        raise ValueError(
+            f"{path} is not a readable skcnn model file (truncated or damaged?): {exc}"
+        ) from None
+    return meta, arrays
 
 
 def _label_binarizer(label_type, est):

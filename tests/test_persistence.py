@@ -1,7 +1,11 @@
 """save / load without pickle, and skops."""
 
+import errno
 import json
+import os
 import pickle
+import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -115,11 +119,62 @@ def test_truncated_file(saved):
         skcnn.load(saved)
 
 
-def test_other_npz_is_rejected(tmp_path):
-    path = tmp_path / "other.npz"
+def _write_other_npz(path):
     np.savez(path, weights=np.ones(3))
-    with pytest.raises(ValueError, match="not a readable skcnn model"):
+
+
+def _write_object_npz(path):
+    np.savez(path, a=np.array([{"x": 1}], dtype=object))  # pickled inside
+
+
+def _write_zip(path):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "not arrays")
+
+
+def _write_random_bytes(path):
+    path.write_bytes(np.random.default_rng(0).bytes(300))
+
+
+def _write_pickle(path):
+    path.write_bytes(pickle.dumps({"coefs_": [1.0]}))
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        _write_other_npz,
+        _write_object_npz,
+        _write_zip,
+        _write_random_bytes,
+        _write_pickle,
+        lambda path: path.write_bytes(b""),
+    ],
+    ids=["other npz", "object npz", "zip", "random bytes", "pickle", "empty"],
+)
+def test_other_file_is_not_a_model(write, tmp_path):
+    path = tmp_path / "other.npz"
+    write(path)
+    with pytest.raises(ValueError, match="is not an skcnn model file") as info:
         skcnn.load(path)
+    assert str(path) in str(info.value)
+    # never an invitation to turn pickle on for a file of unknown origin
+    assert "allow_pickle" not in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "missing.npz"
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        skcnn.load(path)
+    with pytest.raises(FileNotFoundError):
+        skcnn.load(str(path))
+
+
+def test_folder_is_not_a_file(tmp_path):
+    (tmp_path / "model.npz").mkdir()
+    # IsADirectoryError on POSIX, PermissionError on Windows
+    with pytest.raises(OSError, match="model.npz"):
+        skcnn.load(tmp_path / "model.npz")
 
 
 def test_loading_never_unpickles(saved, tmp_path):
@@ -135,8 +190,10 @@ def test_loading_never_unpickles(saved, tmp_path):
         contents = {k: data[k] for k in data.files}
     change(None, contents)
     np.savez(saved, **contents)  # np.savez pickles the object array
-    with pytest.raises(ValueError, match="not a readable skcnn model"):
+    with pytest.raises(ValueError, match="not a readable skcnn model") as info:
         skcnn.load(saved)
+    assert "coefs_0" in str(info.value)
+    assert "allow_pickle" not in str(info.value)
 
 
 def test_save_requires_a_fitted_model(tmp_path):
@@ -144,6 +201,109 @@ def test_save_requires_a_fitted_model(tmp_path):
 
     with pytest.raises(NotFittedError):
         CNNClassifier().save(tmp_path / "x.npz")
+    existing = tmp_path / "model.npz"
+    existing.write_bytes(b"the previous model")
+    with pytest.raises(NotFittedError):
+        CNNClassifier().save(existing)
+    assert existing.read_bytes() == b"the previous model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
+
+
+@pytest.mark.parametrize(
+    "name", ["model", "model.skcnn", "model.npz", "model.npz.bak", ".model"]
+)
+@pytest.mark.parametrize("kind", [str, os.fspath, lambda p: p])
+def test_save_writes_exactly_the_path(name, kind, images, tmp_path):
+    X, y = images
+    est = CNNClassifier(**BASE).fit(X, y)
+    path = kind(tmp_path / name)
+    est.save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    assert_array_equal(skcnn.load(path).predict_proba(X), est.predict_proba(X))
+
+
+def test_save_overwrites(saved, images):
+    X, y = images
+    est = CNNClassifier(**{**BASE, "conv_filters": (2,)}).fit(X, y)
+    est.save(saved)
+    assert skcnn.load(saved).coefs_[0].shape == est.coefs_[0].shape
+    assert [p.name for p in saved.parent.iterdir()] == [saved.name]
+
+
+def _fail_on_second_array(error):
+    write_array = np.lib.format.write_array
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the archive is half written
+            raise error
+        return write_array(*args, **kwargs)
+
+    return failing
+
+
+def _raise(error):
+    def fail(*args, **kwargs):
+        raise error
+
+    return fail
+
+
+@pytest.mark.parametrize(
+    "error",
+    [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()],
+    ids=["disk full", "Ctrl-C"],
+)
+@pytest.mark.parametrize("where", ["mid-archive", "at fsync", "at rename"])
+def test_failed_save_keeps_the_old_file(error, where, saved, images, monkeypatch):
+    X, y = images
+    before = saved.read_bytes()
+    est = CNNClassifier(**{**BASE, "conv_filters": (2,)}).fit(X, y)
+    if where == "mid-archive":
+        monkeypatch.setattr(np.lib.format, "write_array", _fail_on_second_array(error))
+    else:
+        monkeypatch.setattr(
+            os, {"at fsync": "fsync", "at rename": "replace"}[where], _raise(error)
+        )
+    with pytest.raises(type(error)):
+        est.save(saved)
+    monkeypatch.undo()
+    assert saved.read_bytes() == before
+    assert [p.name for p in saved.parent.iterdir()] == [saved.name]  # no temp
+    assert skcnn.load(saved).coefs_[0].shape[-1] == 3
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_new_file_gets_the_default_permissions(umask, images, tmp_path):
+    X, y = images
+    est = CNNClassifier(**BASE).fit(X, y)
+    old = os.umask(umask)
+    try:
+        est.save(tmp_path / "model.npz")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "model.npz").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_overwritten_file_keeps_its_permissions(saved, images):
+    X, y = images
+    saved.chmod(0o640)
+    CNNClassifier(**BASE).fit(X, y).save(saved)
+    assert saved.stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges")
+def test_save_through_a_symlink(saved, images, tmp_path):
+    X, y = images
+    link = tmp_path / "link.npz"
+    link.symlink_to(saved)
+    est = CNNClassifier(**{**BASE, "conv_filters": (2,)}).fit(X, y)
+    est.save(link)
+    assert link.is_symlink()  # the link is kept, its target rewritten
+    assert skcnn.load(saved).coefs_[0].shape[-1] == 2
 
 
 def test_skops_with_explicit_trusted_types(images, tmp_path):
