@@ -255,6 +255,20 @@ Examples
             validation.y, predicted, sample_weight=validation.sample_weight
         )
 
+    def _target_state(self):
+        """What a model file stores about the targets: (JSON, arrays)."""
+        classes = self.classes_
+        stored = classes.astype(str) if classes.dtype.kind == "O" else classes
+        return {"label_type": self._label_binarizer.y_type_}, {"classes_": stored}
+
+    def _restore_target_state(self, meta, arrays):
+        self.classes_ = arrays["classes_"]
+        if meta["label_type"].startswith("multilabel"):
+            indicator = np.eye(len(self.classes_), dtype=int)
+            self._label_binarizer = LabelBinarizer().fit(indicator)
+        else:
+            self._label_binarizer = LabelBinarizer().fit(self.classes_)
+
     # ------------------------------------------------------------------
     # Public API
     # ------------------------------------------------------------------

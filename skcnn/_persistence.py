@@ -20,7 +20,6 @@ import zipfile
 import zlib
 
 import numpy as np
-from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
@@ -66,17 +65,23 @@ def _jsonable(value):
     raise TypeError(f"cannot store {type(value).__name__} {value!r} in a model file")
 
 
+def _estimator_classes():
+    from . import CNNClassifier, CNNRegressor
+
+    return {"CNNClassifier": CNNClassifier, "CNNRegressor": CNNRegressor}
+
+
 def save(estimator, path):
-    """Write a fitted CNNClassifier to exactly ``path`` (an ``.npz`` archive)."""
+    """Write a fitted skcnn estimator to exactly ``path`` (an ``.npz`` archive)."""
     from . import __version__
 
     check_is_fitted(estimator)
     params = estimator.get_params()
-    if isinstance(params["class_weight"], dict):  # JSON keys must be strings
+    if isinstance(params.get("class_weight"), dict):  # JSON keys must be strings
         params["class_weight"] = {"pairs": list(params["class_weight"].items())}
     if not (params["random_state"] is None or isinstance(params["random_state"], int)):
         params["random_state"] = None  # a RandomState object is not data
-    classes = estimator.classes_
+    target_meta, arrays = estimator._target_state()
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -84,14 +89,13 @@ def save(estimator, path):
         "class": type(estimator).__name__,
         "params": _jsonable(params),
         "fitted": {k: _jsonable(getattr(estimator, k)) for k in _SCALARS},
-        "label_type": estimator._label_binarizer.y_type_,
+        **target_meta,
         "feature_names_in_": _jsonable(
             list(getattr(estimator, "feature_names_in_", []))
         )
         or None,
         "arrays": {},
     }
-    arrays = {"classes_": classes.astype(str) if classes.dtype.kind == "O" else classes}
     for name in _ARRAY_LISTS:
         values = getattr(estimator, name)
         meta["arrays"][name] = None if values is None else len(values)
@@ -147,7 +151,8 @@ def _create_temporary(folder, name):
 
 
 def load(path):
-    """Read a model written by :meth:`CNNClassifier.save`.
+    """Read a model written by :meth:`CNNClassifier.save` or
+    :meth:`CNNRegressor.save`.
 
     Parameters
     ----------
@@ -156,9 +161,10 @@ def load(path):
 
     Returns
     -------
-    estimator : CNNClassifier
-        The fitted model: its predictions are identical to the saved one's.
-        Further ``partial_fit`` calls start a fresh optimizer.
+    estimator : CNNClassifier or CNNRegressor
+        The fitted model, of the type that was saved: its predictions are
+        identical to the saved one's. Further ``partial_fit`` calls start a
+        fresh optimizer.
 
     Raises
     ------
@@ -168,8 +174,6 @@ def load(path):
         If the file is not a skcnn model, comes from an incompatible format
         version, or is truncated or tampered with.
     """
-    from . import CNNClassifier
-
     # opened here so that a missing file or a folder is reported as such
     with open(path, "rb") as file:
         meta, arrays = _read(path, file)
@@ -186,11 +190,11 @@ def load(path):
         for name, value in params.items():  # JSON turned tuples into lists
             if isinstance(value, list):
                 params[name] = tuple(value)
-        est = CNNClassifier(**params)
+        est = _estimator_classes()[meta["class"]](**params)
         for key, value in meta["fitted"].items():
             setattr(est, key, value)
         est.image_shape_ = tuple(est.image_shape_)
-        est.classes_ = arrays["classes_"]
+        est._restore_target_state(meta, arrays)
         if meta["feature_names_in_"]:
             est.feature_names_in_ = np.asarray(meta["feature_names_in_"], dtype=object)
         for name, count in meta["arrays"].items():
@@ -199,7 +203,6 @@ def load(path):
                 name,
                 None if count is None else [arrays[f"{name}{i}"] for i in range(count)],
             )
-        est._label_binarizer = _label_binarizer(meta["label_type"], est)
         est._net = est._build_network()
         expected = est._net.coef_shapes
         if [c.shape for c in est.coefs_] != [tuple(s) for s in expected] or any(
@@ -249,9 +252,9 @@ def _read(path, file):
             if not (
                 isinstance(meta, dict)
                 and meta.get("format") == FORMAT
-                and meta.get("class") == "CNNClassifier"
+                and meta.get("class") in _estimator_classes()
             ):
-                raise ValueError(f"{not_a_model} (no skcnn CNNClassifier header).")
+                raise ValueError(f"{not_a_model} (no skcnn estimator header).")
             arrays = {}
             for key in data.files:
                 if key == "__meta__":
@@ -273,9 +276,3 @@ def _read(path, file):
             f"{path} is not a readable skcnn model file (truncated or damaged?): {exc}"
         ) from None
     return meta, arrays
-
-
-def _label_binarizer(label_type, est):
-    if label_type.startswith("multilabel"):
-        return LabelBinarizer().fit(np.eye(len(est.classes_), dtype=int))
-    return LabelBinarizer().fit(est.classes_)

@@ -104,6 +104,12 @@ Examples
         predicted = self._decode(self._forward(validation.X))
         return r2_score(validation.y, predicted, sample_weight=validation.sample_weight)
 
+    def _target_state(self):
+        return {}, {}  # the number of outputs is a fitted scalar
+
+    def _restore_target_state(self, meta, arrays):
+        pass
+
     # ------------------------------------------------------------------
     # Public API
     # ------------------------------------------------------------------
