@@ -149,9 +149,10 @@ class BaseCNN(TrainingLoop, BaseEstimator):
         """Sample weights the estimator adds (class weights), or the given."""
         return sample_weight
 
-    def _encode(self, y, reset, incremental):
-        """Targets as an (n, n_outputs) array for the loss; ``reset`` learns
-        the encoding (classes, number of outputs) afresh."""
+    def _encode(self, y, first_pass, incremental):
+        """Targets as an (n, n_outputs) array for the loss; a first pass
+        (a new model) learns the encoding afresh, except what a first
+        ``partial_fit`` call was given (its ``classes``)."""
         raise NotImplementedError
 
     def _out_activation(self):
@@ -283,7 +284,7 @@ class BaseCNN(TrainingLoop, BaseEstimator):
             image_shape = resolve_image_shape(
                 X.shape[1], self.image_shape, sample_shape
             )
-        Y = self._encode(y, first_pass and not incremental, incremental)
+        Y = self._encode(y, first_pass, incremental)
         if first_pass:
             self._initialize(image_shape, Y.shape[1], dtype)
         elif not incremental:

@@ -186,9 +186,9 @@ Examples
         weights = compute_sample_weight(self.class_weight, y).astype(dtype)
         return weights if sample_weight is None else sample_weight * weights
 
-    def _encode(self, y, reset, incremental):
+    def _encode(self, y, first_pass, incremental):
         """Binarize y, with MLPClassifier's rules for which classes are allowed."""
-        if reset:
+        if first_pass and not incremental:
             self._label_binarizer = LabelBinarizer().fit(y)
             self.classes_ = self._label_binarizer.classes_
             return self._label_binarizer.transform(y).astype(bool)

@@ -68,9 +68,9 @@ Examples
     # Hooks of BaseCNN
     # ------------------------------------------------------------------
 
-    def _encode(self, y, reset, incremental):
+    def _encode(self, y, first_pass, incremental):
         Y = y.reshape(len(y), -1)
-        if not reset and Y.shape[1] != self.n_outputs_:
+        if not first_pass and Y.shape[1] != self.n_outputs_:
             raise ValueError(
                 f"y has {Y.shape[1]} outputs but the model was fitted with "
                 f"{self.n_outputs_}."

@@ -7,10 +7,10 @@ float64, never by calling the code under test.
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
-from sklearn.datasets import make_classification
-from sklearn.neural_network import MLPClassifier
+from sklearn.datasets import make_classification, make_regression
+from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-from skcnn import CNNClassifier
+from skcnn import CNNClassifier, CNNRegressor
 from skcnn._optimizers import SGD, Adam, cosine_factor, make_optimizer
 
 DTYPES = [np.float64, np.float32]
@@ -233,12 +233,19 @@ def test_make_optimizer_adamw_decays_the_coefs_by_alpha():
         assert_allclose(adamw, adam - shrink, rtol=1e-12, atol=1e-15)
 
 
-def _mlp_twins(max_iter, **params):
-    """CNNClassifier without convolutions and MLPClassifier, trained from the
-    same weights with fresh optimizers and stopping state."""
-    X, y = make_classification(
-        64, 6, n_informative=4, n_redundant=0, n_classes=3, random_state=0
-    )
+def _mlp_twins(max_iter, regression=False, **params):
+    """CNNClassifier without convolutions and MLPClassifier (or the
+    regressors), trained from the same weights with fresh optimizers and
+    stopping state."""
+    if regression:  # one output: MLPRegressor's gradient is the loss's
+        X, y = make_regression(64, 6, n_informative=4, noise=1.0, random_state=0)
+        y = y / y.std()
+        ours_class, mlp_class = CNNRegressor, MLPRegressor
+    else:
+        X, y = make_classification(
+            64, 6, n_informative=4, n_redundant=0, n_classes=3, random_state=0
+        )
+        ours_class, mlp_class = CNNClassifier, MLPClassifier
     common = dict(
         hidden_layer_sizes=(5, 4),
         activation="tanh",
@@ -248,8 +255,8 @@ def _mlp_twins(max_iter, **params):
         random_state=0,
         **params,
     )
-    ours = CNNClassifier(conv_filters=(), max_iter=1, warm_start=True, **common)
-    mlp = MLPClassifier(max_iter=1, warm_start=True, **common)
+    ours = ours_class(conv_filters=(), max_iter=1, warm_start=True, **common)
+    mlp = mlp_class(max_iter=1, warm_start=True, **common)
     ours.fit(X, y)
     mlp.fit(X, y)
     for theirs, mine in zip(
@@ -301,6 +308,17 @@ def test_epochs_match_mlpclassifier(name):
         ours.partial_fit(X, y)
         mlp.partial_fit(X, y)
     _assert_same_training(ours, mlp)
+
+
+@pytest.mark.parametrize("name", SETTINGS)
+def test_epochs_match_mlpregressor(name):
+    ours, mlp, X, y = _mlp_twins(10, regression=True, **SETTINGS[name])
+    _assert_same_training(ours, mlp)
+    for _ in range(3):
+        ours.partial_fit(X, y)
+        mlp.partial_fit(X, y)
+    _assert_same_training(ours, mlp)
+    assert_allclose(ours.predict(X), mlp.predict(X), rtol=1e-10)
 
 
 def test_adaptive_rate_matches_mlpclassifier():
