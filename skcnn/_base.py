@@ -84,7 +84,8 @@ class BaseCNN(TrainingLoop, BaseEstimator):
         learning_rate="constant",
         learning_rate_init=0.001,
         power_t=0.5,
-        max_iter=20,
+        max_iter=200,
+        max_steps=6000,
         shuffle=True,
         random_state=None,
         tol=1e-4,
@@ -119,6 +120,7 @@ class BaseCNN(TrainingLoop, BaseEstimator):
         self.learning_rate_init = learning_rate_init
         self.power_t = power_t
         self.max_iter = max_iter
+        self.max_steps = max_steps
         self.shuffle = shuffle
         self.random_state = random_state
         self.tol = tol
@@ -295,18 +297,8 @@ class BaseCNN(TrainingLoop, BaseEstimator):
             X_val = validate_images(self, request.X_val)
             y_val = self._check_validation_targets(request.y_val, X_val)
             validation = ValidationSet(X_val, y_val)
-        context = None
-        if hasattr(self, "_init_callback_context"):  # scikit-learn >= 1.9
-            context = self._init_callback_context(
-                task_name="fit", max_subtasks=1 if incremental else self.max_iter
-            )
-            context.call_on_fit_task_begin(estimator=self, X=X, y=y)
         data = TrainingData(X, Y, sample_weight, y)
-        interrupted = self._train(data, validation, incremental, context)
-        if context is not None:
-            context.call_on_fit_task_end(
-                estimator=self, X=X, y=y, reconstruction_attributes=self._snapshot()
-            )
+        interrupted = self._train(data, validation, incremental)
         return interrupted
 
     def _initialize(self, image_shape, n_outputs, dtype):

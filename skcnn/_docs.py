@@ -123,8 +123,8 @@ learning_rate : {"constant", "invscaling", "adaptive", "cosine"}, \
         default="constant"
     Learning-rate schedule. "invscaling" and "adaptive" apply to
     ``solver="sgd"`` only, as in MLPClassifier; "cosine" decays the rate
-    of every solver from ``learning_rate_init`` towards 0 over
-    ``max_iter`` epochs (``0.5 * (1 + cos(pi * epoch / max_iter))``).
+    of every solver from ``learning_rate_init`` towards 0 over the planned
+    epochs ``E`` (see ``max_steps``): ``0.5 * (1 + cos(pi * epoch / E))``.
 
 learning_rate_init : float, default=0.001
     Initial learning rate (the step size of Adam).
@@ -132,12 +132,22 @@ learning_rate_init : float, default=0.001
 power_t : float, default=0.5
     Exponent of the "invscaling" schedule.
 
-max_iter : int, default=20
-    Maximum number of epochs. With the other defaults (Adam at 0.001,
-    batches of 200, He initialisation), 20 epochs take the reference
-    network to 99.2 % test accuracy on MNIST in about 5 minutes on 2
-    CPU cores (99 % is passed after 8-9); fewer epochs left small sets
-    (one or two minibatches per epoch) under-trained for some seeds.
+max_iter : int, default=200
+    Maximum number of epochs (MLPClassifier's default and meaning), also
+    ended early by the ``tol`` / ``n_iter_no_change`` rule and by
+    ``max_steps``. A ConvergenceWarning says when ``max_iter`` ended
+    training.
+
+max_steps : int or None, default=6000
+    Budget of optimizer steps (minibatches) per ``fit``: training runs
+    ``min(max_iter, ceil(max_steps / batches_per_epoch))`` epochs, so the
+    amount of training follows the data. With the other defaults that is
+    20 epochs of 60,000 MNIST images (99.2 % test accuracy in about 5
+    minutes on 2 cores) and ``max_iter`` epochs of a small set (1,000
+    steps for 1,000 images), where 20 epochs would be 100 steps and leave
+    the model under-trained. The planned epochs are also the horizon of
+    ``learning_rate="cosine"``. None: ``max_iter`` epochs.
+    ``partial_fit`` always runs one epoch.
 
 shuffle : bool, default=True
     Whether to shuffle the samples in each epoch.

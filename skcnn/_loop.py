@@ -11,7 +11,6 @@ off a validation set) and ``_validation_score``.
 import signal
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +24,7 @@ from ._malloc import tune_malloc
 from ._network import Dropout
 from ._optimizers import cosine_factor
 from ._parallel import blas_threads, single_threaded_blas
+from ._warn import warn
 
 # Weight of a batch's statistics in the running averages (PyTorch's default).
 BATCH_NORM_MOMENTUM = 0.1
@@ -41,6 +41,17 @@ class TrainingData:
     y: object = None
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """How a fit call trains: minibatch size, epochs, callback context and
+    the data as given (the callbacks report it)."""
+
+    batch_size: int
+    n_epochs: int
+    context: object
+    given: TrainingData
+
+
 @dataclass
 class ValidationSet:
     """Early stopping's held-out rows, targets as ``score`` takes them."""
@@ -53,29 +64,58 @@ class ValidationSet:
 class TrainingLoop:
     """Epochs and minibatches of a fit (a base of the estimators)."""
 
-    def _train(self, data, validation, incremental, context=None):
-        """Run up to ``max_iter`` epochs (one with ``incremental``).
+    def _train(self, data, validation, incremental):
+        """Run the planned epochs (one with ``incremental``).
 
         ``validation`` is an explicit :class:`ValidationSet` for early
         stopping; without it ``validation_fraction`` of the data is held
-        out. ``context`` is scikit-learn's callback context of the fit (or
-        None): each epoch is a task and each minibatch a sub-task; a
-        callback may stop training at an epoch's end. Returns True when
-        Ctrl-C ended training (after a completed minibatch).
+        out. With scikit-learn's callbacks (>= 1.9) the fit is a task, each
+        epoch a sub-task and each minibatch one below; a callback may stop
+        training at an epoch's end. Returns True when Ctrl-C ended training
+        (after a completed minibatch).
         """
         given = data  # before the hold-out, for the callbacks
         if self.early_stopping:
             data, validation = self._hold_out(data, validation)
         n_samples = data.X.shape[0]
         batch_size = self._batch_size(n_samples)
+        n_epochs = self._planned_epochs(-(-n_samples // batch_size))
+        context = None
+        if hasattr(self, "_init_callback_context"):  # scikit-learn >= 1.9
+            context = self._init_callback_context(
+                task_name="fit", max_subtasks=1 if incremental else n_epochs
+            )
+            context.call_on_fit_task_begin(estimator=self, X=given.X, y=given.y)
+        plan = _Plan(batch_size, n_epochs, context, given)
+        interrupted = self._run_epochs(data, validation, incremental, plan)
+        if context is not None:
+            context.call_on_fit_task_end(
+                estimator=self,
+                X=given.X,
+                y=given.y,
+                reconstruction_attributes=self._snapshot(),
+            )
+        return interrupted
+
+    def _planned_epochs(self, n_batches):
+        """``max_iter``, or fewer epochs when ``max_steps`` optimizer steps
+        (minibatches) are reached sooner."""
+        if self.max_steps is None:
+            return self.max_iter
+        return min(self.max_iter, -(-self.max_steps // n_batches))
+
+    def _run_epochs(self, data, validation, incremental, plan):
+        n_samples = data.X.shape[0]
+        batch_size, n_epochs = plan.batch_size, plan.n_epochs
+        context, given = plan.context, plan.given
         self.n_iter_ = 0
         self._sync_stopping_state()
         tune_malloc()
         n_threads = blas_threads()
         with single_threaded_blas(n_threads), _InterruptAfterBatch() as interrupt:
-            for _ in range(self.max_iter):
+            for _ in range(n_epochs):
                 start = time.perf_counter()
-                rate = self._current_rate()
+                rate = self._current_rate(n_epochs)
                 epoch = None
                 if context is not None:
                     # minibatch tasks only when some callback listens (a
@@ -108,11 +148,10 @@ class TrainingLoop:
                 if stop or incremental or interrupt.requested:
                     break
                 if self.n_iter_ == self.max_iter:
-                    warnings.warn(
+                    warn(
                         f"Stochastic Optimizer: Maximum iterations ({self.max_iter})"
                         " reached and the optimization hasn't converged yet.",
                         ConvergenceWarning,
-                        stacklevel=4,
                     )
         if self.early_stopping:
             # restore the best weights, in place so coefs_ stay the live arrays
@@ -150,18 +189,17 @@ class TrainingLoop:
         if self.batch_size == "auto":
             return min(200, n_samples)
         if self.batch_size > n_samples:
-            warnings.warn(
+            warn(
                 "Got `batch_size` less than 1 or larger than sample size. "
-                "It is going to be clipped.",
-                stacklevel=5,
+                "It is going to be clipped."
             )
         return int(np.clip(self.batch_size, 1, n_samples))
 
-    def _current_rate(self):
+    def _current_rate(self, n_epochs):
         """The base learning rate of the coming epoch (cosine if asked)."""
         optimizer = self._optimizer
         if self.learning_rate == "cosine":
-            factor = cosine_factor(len(self.loss_curve_), self.max_iter)
+            factor = cosine_factor(len(self.loss_curve_), n_epochs)
             optimizer.scale_learning_rate(factor)
         if hasattr(optimizer, "rate_factor"):  # Adam: the rate is bias-corrected
             return optimizer.learning_rate_init * optimizer.rate_factor
