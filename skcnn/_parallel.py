@@ -35,12 +35,25 @@ def _blas():
     return _controller
 
 
-def blas_threads():
-    """The number of threads BLAS may use now (1 when unknown)."""
+def _blas_threads_in_force():
     blas = _blas().select(user_api="blas").lib_controllers
     counts = [lib.get_num_threads() for lib in blas]
     counts = [c for c in counts if c]
     return max(1, min(counts)) if counts else 1
+
+
+def blas_threads():
+    """The number of threads BLAS may use now (1 when unknown).
+
+    skcnn's own one-thread limit (:class:`_SingleThreadedBlas`) does not
+    count: a call that starts while another thread's call holds it must split
+    its work just as it would alone, or its results would depend on timing
+    (parts of other sizes round differently in the GEMMs).
+    """
+    with _SingleThreadedBlas._lock:
+        if _SingleThreadedBlas._depth:
+            return _SingleThreadedBlas._threads_outside
+        return _blas_threads_in_force()
 
 
 class _SingleThreadedBlas:
@@ -55,11 +68,13 @@ class _SingleThreadedBlas:
     _lock = threading.Lock()
     _depth = 0
     _limiter = None
+    _threads_outside = 1  # the limit in force before the first thread set it
 
     def __enter__(self):
         cls = type(self)
         with cls._lock:
             if cls._depth == 0:
+                cls._threads_outside = _blas_threads_in_force()
                 cls._limiter = _blas().limit(limits=1, user_api="blas")
             cls._depth += 1
         return self

@@ -1,8 +1,11 @@
 """Splitting batches across threads changes nothing but the speed."""
 
+import threading
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
+from threadpoolctl import threadpool_info, threadpool_limits
 
 import skcnn._network as network
 import skcnn._parallel as parallel
@@ -29,6 +32,26 @@ def test_n_parts():
     assert parallel.n_parts(128, 28800, 2) == 2
     assert parallel.n_parts(2, 10, 2) == 1  # too little work
     assert parallel.n_parts(128, 28800, 1) == 1
+
+
+def test_blas_threads_ignores_skcnn_own_limit_held_by_another_thread():
+    # A predict that starts while another thread's fit or predict holds the
+    # one-thread limit must split its batch as it would alone: parts of other
+    # sizes round differently, so its result would depend on timing.
+    with threadpool_limits(limits=2, user_api="blas"):
+        if parallel.blas_threads() < 2:
+            pytest.skip("this BLAS cannot use 2 threads here")
+        with parallel.single_threaded_blas(2):
+            blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+            assert {i["num_threads"] for i in blas} == {1}  # the limit is held
+            seen = []
+            other = threading.Thread(
+                target=lambda: seen.append(parallel.blas_threads())
+            )
+            other.start()
+            other.join()
+        assert seen == [2]
+        assert parallel.blas_threads() == 2  # and was lifted
 
 
 @pytest.mark.parametrize("weighted", [False, True])
