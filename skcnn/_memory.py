@@ -257,16 +257,25 @@ def batch_size_for(est, n_samples):
 
 
 def fit_estimate(
-    est, arch, n_samples, itemsize, *, new_model, new_optimizer, copy_bytes=0
+    est,
+    arch,
+    n_samples,
+    itemsize,
+    *,
+    new_model,
+    new_optimizer,
+    copy_bytes=0,
+    batch_size=None,
 ):
     """Peak bytes a fit of ``est`` on ``n_samples`` samples will allocate.
 
     ``new_model``: the weights, their best copy and the optimizer are
     allocated by this fit (a first fit); ``new_optimizer``: only the
     optimizer is (a warm start). ``copy_bytes``: a copy of X still to be
-    made (the conversion to the compute dtype).
+    made (the conversion to the compute dtype). ``batch_size`` overrides
+    the one ``est`` would use.
     """
-    batch = batch_size_for(est, n_samples)
+    batch = batch_size or batch_size_for(est, n_samples)
     trainable, state, largest = _param_sizes(arch)
     solver_copies = 1 if est.solver == "sgd" else 2  # velocities; Adam's m, v
     model = 0
@@ -337,18 +346,24 @@ def check_fit_memory(
 ):
     """Raise MemoryError if the fit's estimated peak exceeds the free memory."""
     itemsize = np.dtype(dtype).itemsize
-    estimate = fit_estimate(
-        est,
-        arch,
-        n_samples,
-        itemsize,
-        new_model=new_model,
-        new_optimizer=new_optimizer,
-        copy_bytes=copy_bytes,
-    )
+    settings = dict(new_model=new_model, new_optimizer=new_optimizer)
+    settings["copy_bytes"] = copy_bytes
+    estimate = fit_estimate(est, arch, n_samples, itemsize, **settings)
     available = _room_for(estimate.total)
     if available is None:
         return
+
+    def fits(batch):
+        total = fit_estimate(
+            est, arch, n_samples, itemsize, batch_size=batch, **settings
+        ).total
+        return total <= _USABLE_FRACTION * available
+
+    # the estimate grows with the batch size: bisect for the largest that fits
+    low, high = 0, estimate.batch_size - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
     parts = []
     if estimate.model:
         parts.append(f"model and optimizer state: {format_bytes(estimate.model)}")
@@ -361,15 +376,22 @@ def check_fit_memory(
     raise MemoryError(
         f"This fit needs an estimated {format_bytes(estimate.total)} of memory "
         f"({', '.join(parts)}) but only {format_bytes(available)} is available. "
-        + _advice(est, arch, estimate, itemsize)
+        + _advice(arch, estimate, itemsize, largest_batch=low)
     )
 
 
-def _advice(est, arch, estimate, itemsize):
+def _advice(arch, estimate, itemsize, largest_batch):
     hints = []
     weights_dominate = estimate.model > estimate.step
     if estimate.batch_size > 1 and not weights_dominate:
-        hints.append(f"a smaller batch_size (now {estimate.batch_size})")
+        hints.append(
+            f"a smaller batch_size (now {estimate.batch_size}; "
+            + (
+                f"at most {largest_batch} fits)"
+                if largest_batch
+                else "even 1 is too large)"
+            )
+        )
     if arch.conv_blocks:
         hints.append("more pooling (a larger pool_size) or larger strides")
         last = arch.conv_blocks[-1]

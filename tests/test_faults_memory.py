@@ -101,14 +101,23 @@ def test_fit_larger_than_available_memory_raises(pretend_available):
         est.fit(X, y)
     message = str(info.value)
     assert "100.0 MB is available" in message
-    assert "a smaller batch_size (now 200)" in message
     # the first block's 62x62x32 convolution output alone, for 200 images
     conv_output = 200 * 62 * 62 * 32 * 4
     assert conv_output <= _estimate_in(message) <= 8 * conv_output
     assert not hasattr(est, "coefs_")  # left unfitted
-    # following the advice: a smaller batch fits in the same memory
-    est.set_params(batch_size=10).fit(X, y)
+    # following the advice: the largest batch it names fits in that memory
+    largest = int(re.search(r"batch_size \(now 200; at most (\d+) fits\)", message)[1])
+    assert 1 < largest < 100
+    est.set_params(batch_size=largest).fit(X, y)
     assert est.n_iter_ == 1
+
+
+def test_even_a_batch_of_one_can_be_too_large(pretend_available):
+    pretend_available(20 * MB)
+    with pytest.raises(MemoryError, match=r"now 4; even 1 is too large"):
+        CNNClassifier(batch_size=4, global_pooling=True).fit(
+            np.zeros((4, 1024, 1024), np.float32), [0, 1, 0, 1]
+        )
 
 
 def test_float64_advice(pretend_available):
