@@ -6,6 +6,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._fit import CallbackSupport, guarded_fit
 from ._image import validate_images
+from ._memory import check_predict_memory
 from ._network import output_probabilities
 from ._onnx import to_onnx
 from ._params import PARAMETER_CONSTRAINTS
@@ -424,6 +425,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _output(self, X):
         """Output-layer probabilities, (n, n_outputs_)."""
+        check_predict_memory(self._arch, X.shape[0], X.dtype)
         return output_probabilities(
             self._arch,
             self.coefs_,

@@ -39,6 +39,7 @@ from ._image import (
     split_images,
     validate_images,
 )
+from ._memory import check_fit_memory
 from ._network import build_architecture, initialize
 from ._optimizers import make_optimizer
 from ._training import (
@@ -106,6 +107,7 @@ def _fit_unguarded(est, X, y, sample_weight, incremental, classes, validation):
     if not first_pass:
         check_sample_shape(sample_shape, est.image_shape_)
     dtype = compute_dtype(X) if first_pass else est.coefs_[0].dtype
+    check_memory_before_copy(est, X, sample_shape, dtype, first_pass, incremental)
     X, y = validate_data(est, X, y, dtype=dtype, reset=first_pass, multi_output=True)
     if y.ndim == 2 and y.shape[1] == 1:
         y = column_or_1d(y, warn=True)
@@ -117,7 +119,7 @@ def _fit_unguarded(est, X, y, sample_weight, incremental, classes, validation):
 
     Y = encode_targets(est, y, first_pass and not incremental, incremental)
     if first_pass:
-        initialize_state(est, image_shape, Y.shape[1], dtype)
+        initialize_state(est, image_shape, Y.shape[1], dtype, X.shape[0])
     elif not incremental:
         # a warm-started fit runs a fresh optimizer from the current weights
         est._optimizer = make_optimizer(est, trainable(est))
@@ -208,32 +210,78 @@ def encode_targets(est, y, refit_classes, incremental):
     return est._label_binarizer.transform(y).astype(bool)
 
 
-def architecture(est):
-    """The resolved network of est's parameters, image shape and outputs."""
+def architecture(est, image_shape=None, n_outputs=None):
+    """The resolved network of est's parameters, image shape and outputs.
+
+    ``image_shape`` and ``n_outputs`` default to the fitted ones; given, the
+    network is a plan (for the memory check) whose output activation is
+    irrelevant.
+    """
+    planned = n_outputs is not None
     return build_architecture(
-        est.image_shape_,
+        est.image_shape_ if image_shape is None else image_shape,
         layer_sizes(est.conv_filters, "conv_filters", True),
         est.kernel_size,
         est.pool_size,
         est.padding,
         est.pooling,
         layer_sizes(est.hidden_layer_sizes, "hidden_layer_sizes", True),
-        est.n_outputs_,
+        est.n_outputs_ if n_outputs is None else n_outputs,
         est.activation,
-        est.out_activation_,
+        "logistic" if planned else est.out_activation_,
         strides=est.strides,
         global_pooling=est.global_pooling,
         batch_norm=est.batch_norm,
     )
 
 
-def initialize_state(est, image_shape, n_outputs, dtype):
+def check_memory_before_copy(est, X, sample_shape, dtype, first_pass, incremental):
+    """The memory check of a fit, before ``validate_data`` copies X.
+
+    The conversion of X to the compute dtype (uint8 images to float32, say)
+    is a copy of the whole data set: it counts too. A first fit's network
+    needs the number of outputs, known only once y is validated; 1 is a
+    lower bound here, and ``initialize_state`` checks the exact network.
+    """
+    shape = getattr(X, "shape", None)
+    if shape is None or len(shape) != 2 or min(shape) < 1:
+        return  # validate_data reports it
+    n_samples, n_features = int(shape[0]), int(shape[1])
+    if first_pass:
+        try:
+            image_shape = resolve_image_shape(n_features, est.image_shape, sample_shape)
+            arch = architecture(est, image_shape, n_outputs=1)
+        except ValueError:
+            return  # reported below, in the usual order
+    else:
+        arch = est._arch
+    itemsize = np.dtype(dtype).itemsize
+    copy = (
+        0 if getattr(X, "dtype", None) == dtype else n_samples * n_features * itemsize
+    )
+    check_fit_memory(
+        est,
+        arch,
+        n_samples,
+        dtype,
+        new_model=first_pass,
+        new_optimizer=not incremental,
+        copy_bytes=copy,
+    )
+
+
+def initialize_state(est, image_shape, n_outputs, dtype, n_samples):
     est._random_state = check_random_state(est.random_state)
     multiclass = est._label_binarizer.y_type_ == "multiclass"
     est.out_activation_ = "softmax" if multiclass else "logistic"
     est.n_outputs_ = n_outputs
     est.image_shape_ = tuple(image_shape)
     est._arch = architecture(est)
+    # before any weight is allocated: a flatten of a large map into a dense
+    # layer can need more memory than the machine has
+    check_fit_memory(
+        est, est._arch, n_samples, dtype, new_model=True, new_optimizer=True
+    )
     est.coefs_, est.intercepts_ = initialize(est._arch, est._random_state, dtype)
     if est._arch.batch_norm:
         filters = [b.filters for b in est._arch.conv_blocks]
