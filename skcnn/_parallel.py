@@ -151,14 +151,16 @@ def _executor():
         return _pool
 
 
-def _forget_pool():
-    # A forked child inherits the pool but not its threads: start afresh.
+def _after_fork_in_child():
+    # A forked child inherits the pool but not its threads, and locks that a
+    # thread which does not exist there may hold: start afresh.
     global _pool, _pool_lock
     _pool, _pool_lock = None, threading.Lock()
+    _SingleThreadedBlas._lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Parts:
