@@ -287,13 +287,19 @@ def fit_estimate(
     per_sample = step_values_per_sample(
         arch, est.dropout, None if augment is None else augment[0]
     )
-    # each thread part computes its own gradients; once the activations are
-    # freed, the L2 term and the optimizer's update make two temporaries of
-    # the largest weight array
-    parts = 1
+    # The minibatch is split into parts, each thread working on one part at
+    # a time: the activations of one part per thread are alive at once. Each
+    # part computes its own gradients: one per thread in flight and at most
+    # two more per thread waiting to be summed into the first. Once the
+    # activations are freed, the L2 term and the optimizer's update make two
+    # temporaries of the largest weight array.
+    rows, grads = batch, 1
     if not arch.batch_norm:  # a batch-normalized minibatch is never split
-        parts = n_parts(batch, arch.max_values_per_sample(), blas_threads())
-    step = (max(batch * per_sample, 2 * largest) + parts * trainable) * itemsize
+        parts = n_parts(batch, arch.max_values_per_sample())
+        workers = min(parts, blas_threads())
+        rows = min(batch, workers * -(-batch // parts))
+        grads = min(parts, 3 * workers)
+    step = (max(rows * per_sample, 2 * largest) + grads * trainable) * itemsize
     if est.early_stopping:  # the held-out validation set is scored between epochs
         step = max(step, predict_estimate(arch, n_samples, itemsize))
         copy_bytes += n_samples * _input_values(arch) * itemsize  # the split's copy

@@ -26,7 +26,13 @@ from ._layers import (
 )
 from ._losses import OUTPUTS, weight_total
 from ._malloc import tune_malloc
-from ._parallel import blas_threads, map_parts, n_parts, single_threaded_blas
+from ._parallel import (
+    blas_threads,
+    map_parts,
+    n_parts,
+    reduce_parts,
+    single_threaded_blas,
+)
 
 # Activation values (not bytes) one prediction chunk may hold at its widest
 # layer: 2M values (8 MB in float32) keeps a chunk's working set near the
@@ -346,8 +352,11 @@ def loss_and_gradients(
     loss = mean (sample-weighted) cross-entropy
            + 0.5 * alpha * sum(W ** 2) / n,
     n being the number of samples (or the sum of their weights); intercepts
-    are not penalised. With ``n_threads > 1`` a large enough batch is split
-    into parts computed in parallel and their gradients summed.
+    are not penalised. A large enough batch is split into parts (how many
+    depends on the batch and the architecture only, see
+    :func:`~skcnn._parallel.n_parts`) computed on up to ``n_threads``
+    threads, each with a single-threaded BLAS, and their gradients summed in
+    part order: the result is the same bits whatever ``n_threads``.
 
     Returns ``(loss, coef_grads, intercept_grads)``; with batch normalization
     (``norms`` given, see :func:`forward`) also the scales' gradients and
@@ -372,28 +381,31 @@ def loss_and_gradients(
             return loss, coef_grads, intercept_grads, scale_grads, stats
         return loss, coef_grads, intercept_grads
 
-    parts = (
-        1 if arch.batch_norm else n_parts(n, arch.max_values_per_sample(), n_threads)
-    )
-    results = map_parts(part, n, parts)
-    loss, coef_grads, intercept_grads = results[0][:3]
-    for other_loss, other_coef, other_intercept in results[1:]:
-        loss += other_loss
-        for g, h in zip(coef_grads + intercept_grads, other_coef + other_intercept):
+    def add(result, other):
+        # in place into the earlier part's gradients: nothing else holds them
+        loss, coef_grads, intercept_grads = result
+        for g, h in zip(coef_grads + intercept_grads, other[1] + other[2]):
             g += h
+        return loss + other[0], coef_grads, intercept_grads
+
+    parts = 1 if arch.batch_norm else n_parts(n, arch.max_values_per_sample())
+    result = reduce_parts(part, add, n, parts, n_threads)
+    loss, coef_grads, intercept_grads = result[:3]
     if alpha:
         scale = alpha / total
         loss += 0.5 * scale * sum(float(np.vdot(W, W)) for W in coefs)
         for g, W in zip(coef_grads, coefs):
             g += W.dtype.type(scale) * W
-    return (loss, coef_grads, intercept_grads) + tuple(results[0][3:])
+    return (loss, coef_grads, intercept_grads) + tuple(result[3:])
 
 
 def output_probabilities(arch, coefs, intercepts, X, image_shape, norms=None):
     """Output-layer probabilities for the rows of X, shape (n, n_outputs).
 
     Computed in chunks so memory stays bounded whatever n, each chunk split
-    across threads when it is large enough.
+    into parts computed on as many threads as BLAS may use, each with a
+    single-threaded BLAS. Neither the chunks nor the parts depend on the
+    thread count, so neither do the probabilities, to the last bit.
     """
     n = X.shape[0]
     values = arch.max_values_per_sample()
@@ -401,10 +413,10 @@ def output_probabilities(arch, coefs, intercepts, X, image_shape, norms=None):
     out = np.empty((n, arch.dense_sizes[-1]), dtype=X.dtype)
     prob = OUTPUTS[arch.out_activation][0]
     n_threads = 1
-    if n_parts(n, values, 2) > 1:  # worth threads (and tuned malloc)
+    if n_parts(min(n, chunk), values) > 1:  # worth threads (and tuned malloc)
         tune_malloc()
-        n_threads = blas_threads()
-    with single_threaded_blas(n_threads):
+        n_threads = blas_threads()  # read before pinning BLAS to one thread
+    with single_threaded_blas():  # one limit for all chunks, not one each
         for batch in gen_batches(n, chunk):
             xb, out_b = X[batch], out[batch]
 
@@ -415,5 +427,5 @@ def output_probabilities(arch, coefs, intercepts, X, image_shape, norms=None):
                 )
                 out_b[rows] = prob(logits)
 
-            map_parts(part, len(xb), n_parts(len(xb), values, n_threads))
+            map_parts(part, len(xb), n_parts(len(xb), values), n_threads)
     return out

@@ -49,8 +49,10 @@ def fit_stochastic(
     est.n_iter_ = 0
     sync_stopping_state(est)
     tune_malloc()
+    # threads to work through a batch's parts: the speed follows the BLAS
+    # limit in force, the results do not (see skcnn._parallel)
     n_threads = blas_threads()
-    with single_threaded_blas(n_threads), _InterruptAfterBatch() as interrupt:
+    with single_threaded_blas(), _InterruptAfterBatch() as interrupt:
         for _ in range(est.max_iter):
             start = time.perf_counter()
             rate = _current_rate(est)
