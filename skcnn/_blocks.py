@@ -60,6 +60,10 @@ class ConvBlock:
         return self.kernel + (self.in_shape[2], self.filters)
 
     @property
+    def out_size(self):
+        return int(np.prod(self.out_shape))
+
+    @property
     def pools_first(self):
         # a normalization's scale may be negative: then max does not commute
         return self.pooling == "max" and not self.batch_norm
@@ -127,6 +131,10 @@ class Flatten:
 
     in_shape: tuple
 
+    @property
+    def out_size(self):
+        return int(np.prod(self.in_shape))
+
     def values_per_sample(self):
         return int(np.prod(self.in_shape))
 
@@ -142,6 +150,10 @@ class GlobalAvgPool:
     """(n, H, W, C) -> (n, C): the mean of each feature map."""
 
     in_shape: tuple
+
+    @property
+    def out_size(self):
+        return self.in_shape[2]
 
     def values_per_sample(self):
         return int(np.prod(self.in_shape))
@@ -169,6 +181,10 @@ class Dense:
     @property
     def coef_shape(self):
         return (self.n_in, self.n_out)
+
+    @property
+    def out_size(self):
+        return self.n_out
 
     def values_per_sample(self):
         return max(self.n_in, self.n_out)
@@ -203,6 +219,10 @@ class Dropout:
 
     units: int
     rate: float
+
+    @property
+    def out_size(self):
+        return self.units
 
     def values_per_sample(self):
         return self.units

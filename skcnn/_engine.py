@@ -12,7 +12,13 @@ from sklearn.utils import gen_batches
 from ._losses import OUTPUTS, weight_total
 from ._malloc import tune_malloc
 from ._network import backward, batch_statistics, forward
-from ._parallel import blas_threads, map_parts, n_parts, single_threaded_blas
+from ._parallel import (
+    blas_threads,
+    map_parts,
+    n_parts,
+    reduce_parts,
+    single_threaded_blas,
+)
 
 # Activation values (not bytes) one prediction chunk may hold at its widest
 # layer: 2M values (8 MB in float32) keeps a chunk's working set near the
@@ -54,8 +60,11 @@ def loss_and_gradients(net, weights, batch, alpha, n_threads=1):
     loss = mean (sample-weighted) loss of the output layer
            + 0.5 * alpha * sum(W ** 2) / n,
     n being the number of samples (or the sum of their weights); intercepts
-    are not penalised. With ``n_threads > 1`` a large enough batch is split
-    into parts computed in parallel and their gradients summed. Batch
+    are not penalised. A large enough batch is split into parts (how many
+    depends on the batch and the architecture only, see
+    :func:`~skcnn._parallel.n_parts`) computed on up to ``n_threads``
+    threads, each with a single-threaded BLAS, and their gradients summed in
+    part order: the result is the same bits whatever ``n_threads``. Batch
     statistics need the whole batch, so a batch-normalized one is not split.
     """
     n = batch.x.shape[0]
@@ -70,14 +79,15 @@ def loss_and_gradients(net, weights, batch, alpha, n_threads=1):
         stats = batch_statistics(net, caches) if net.batch_norm else None
         return Step(loss, grads, stats)
 
-    values = net.max_values_per_sample()
-    parts = 1 if net.batch_norm else n_parts(n, values, n_threads)
-    results = map_parts(part, n, parts)
-    step = results[0]
-    for other in results[1:]:
+    def add(step, other):
+        # in place into the earlier part's gradients: nothing else holds them
         step.loss += other.loss
         for g, h in zip(step.grads.flat(), other.grads.flat()):
             g += h
+        return step
+
+    parts = 1 if net.batch_norm else n_parts(n, net.max_values_per_sample())
+    step = reduce_parts(part, add, n, parts, n_threads)
     if alpha:
         scale = alpha / total
         step.loss += 0.5 * scale * sum(float(np.vdot(W, W)) for W in weights.coefs)
@@ -93,29 +103,28 @@ def predict_rows(net, weights, X, image_shape, stop=None):
     with ``stop`` the activations after the first ``stop`` layers are
     returned instead, flattened per sample (``transform``'s features).
     Computed in chunks so memory stays bounded whatever n, each chunk split
-    across threads when it is large enough.
+    into parts computed on as many threads as BLAS may use, each with a
+    single-threaded BLAS. Neither the chunks nor the parts depend on the
+    thread count, so neither do the results, to the last bit.
     """
     n = X.shape[0]
     values = net.max_values_per_sample()
     chunk = max(1, PREDICT_CHUNK_VALUES // values)
     finish = OUTPUTS[net.out_activation][0] if stop is None else None
-    out = None
+    out = np.empty((n, net.output_size(stop)), dtype=X.dtype)
     n_threads = 1
-    if n_parts(n, values, 2) > 1:  # worth threads (and tuned malloc)
+    if n_parts(min(n, chunk), values) > 1:  # worth threads (and tuned malloc)
         tune_malloc()
-        n_threads = blas_threads()
-    with single_threaded_blas(n_threads):
+        n_threads = blas_threads()  # read before pinning BLAS to one thread
+    with single_threaded_blas():  # one limit for all chunks, not one each
         for batch in gen_batches(n, chunk):
-            xb = X[batch]
+            xb, out_b = X[batch], out[batch]
 
-            def part(rows, xb=xb):
+            def part(rows, xb=xb, out_b=out_b):
                 images = xb[rows].reshape((-1,) + tuple(image_shape))
                 result, _ = forward(net, weights, images, stop=stop)
                 result = result.reshape(len(images), -1)
-                return result if finish is None else finish(result)
+                out_b[rows] = result if finish is None else finish(result)
 
-            results = map_parts(part, len(xb), n_parts(len(xb), values, n_threads))
-            if out is None:  # the width is known once a part has run
-                out = np.empty((n, results[0].shape[1]), dtype=X.dtype)
-            out[batch] = np.concatenate(results) if len(results) > 1 else results[0]
+            map_parts(part, len(xb), n_parts(len(xb), values), n_threads)
     return out

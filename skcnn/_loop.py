@@ -111,8 +111,10 @@ class TrainingLoop:
         self.n_iter_ = 0
         self._sync_stopping_state()
         tune_malloc()
+        # threads to work through a batch's parts: the speed follows the BLAS
+        # limit in force, the results do not (see skcnn._parallel)
         n_threads = blas_threads()
-        with single_threaded_blas(n_threads), _InterruptAfterBatch() as interrupt:
+        with single_threaded_blas(), _InterruptAfterBatch() as interrupt:
             for _ in range(n_epochs):
                 start = time.perf_counter()
                 rate = self._current_rate(n_epochs)

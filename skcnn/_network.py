@@ -116,6 +116,10 @@ class Network:
     def n_outputs(self):
         return self.layers[-1].n_out
 
+    def output_size(self, stop=None):
+        """Values per sample after the first ``stop`` layers (all: None)."""
+        return self.layers[:stop][-1].out_size
+
     def max_values_per_sample(self):
         """Largest number of activation values one sample occupies at once."""
         first = self.layers[0]

@@ -8,7 +8,8 @@ from sklearn.model_selection import GridSearchCV
 from skcnn import CNNClassifier
 
 distributed = pytest.importorskip("distributed")
-joblib = pytest.importorskip("joblib")
+# joblib.parallel_config, as the README shows it, is new in joblib 1.3
+joblib = pytest.importorskip("joblib", minversion="1.3")
 
 
 @pytest.mark.slow

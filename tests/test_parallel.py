@@ -1,11 +1,15 @@
 """Splitting batches across threads changes nothing but the speed."""
 
+import threading
+import time
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
+from threadpoolctl import threadpool_info, threadpool_limits
 
+import skcnn._blocks as blocks
 import skcnn._engine as engine
-import skcnn._network as network
 import skcnn._parallel as parallel
 from skcnn import CNNClassifier
 from skcnn._engine import Batch, loss_and_gradients
@@ -19,23 +23,102 @@ def always_split(monkeypatch):
 
 
 def test_map_parts_covers_rows_in_order():
-    for n, parts in [(10, 1), (10, 3), (7, 7), (128, 2)]:
-        slices = parallel.map_parts(lambda s: s, n, parts)
+    for n, parts, workers in [
+        (10, 1, 1),
+        (10, 3, 3),
+        (7, 7, 2),
+        (128, 2, 1),
+        (50, 8, 3),
+    ]:
+        slices = parallel.map_parts(lambda s: s, n, parts, workers)
         assert len(slices) == parts
         assert np.concatenate([np.arange(n)[s] for s in slices]).tolist() == list(
             range(n)
         )
 
 
+def test_reduce_parts_folds_in_part_order_with_bounded_backlog():
+    # a non-commutative fold shows the order; random delays shuffle the
+    # order in which the parts finish
+    rng = np.random.default_rng(0)
+    delays = rng.uniform(0, 0.003, 32)
+    lock = threading.Lock()
+    counts = {"started": 0, "folded": 1, "backlog": 0}
+
+    def fn(s):
+        with lock:
+            counts["started"] += 1
+            counts["backlog"] = max(
+                counts["backlog"], counts["started"] - counts["folded"]
+            )
+        time.sleep(delays[s.start])
+        return [s.start]
+
+    def combine(a, b):
+        counts["folded"] += 1
+        return a + b
+
+    for workers in (1, 2, 4, 7):
+        counts.update(started=0, folded=1, backlog=0)
+        assert parallel.reduce_parts(fn, combine, 32, 32, workers) == list(range(32))
+        # at most two parts per thread wait to be folded: memory stays bounded
+        assert counts["backlog"] <= 2 * workers
+
+
+def test_a_failing_part_raises_in_the_caller_and_restores_blas():
+    before = parallel.blas_threads()
+
+    def fn(s):
+        if s.start == 5:
+            raise ValueError("part 5")
+        return s.start
+
+    for workers in (1, 3):
+        with pytest.raises(ValueError, match="part 5"):
+            parallel.map_parts(fn, 8, 8, workers)
+    assert parallel.blas_threads() == before
+    assert parallel.map_parts(lambda s: s.start, 8, 8, 3) == list(range(8))
+
+
 def test_n_parts():
-    assert parallel.n_parts(1, 10**9, 8) == 1  # one row cannot be split
-    assert parallel.n_parts(128, 28800, 2) == 2
-    assert parallel.n_parts(2, 10, 2) == 1  # too little work
-    assert parallel.n_parts(128, 28800, 1) == 1
+    assert parallel.n_parts(1, 10**9) == 1  # one row cannot be split
+    assert parallel.n_parts(2, 10) == 1  # too little work
+    # powers of two of at least _MIN_VALUES_PER_PART values each
+    assert parallel.n_parts(128, 28800) == 8
+    assert parallel.n_parts(200, 28800) == 16
+    assert parallel.n_parts(72, 28800) == 4
+    assert parallel.n_parts(3, 10**9) == 2
+
+
+def test_parts_do_not_depend_on_threads():
+    # the split follows the data and architecture, never the thread limit
+    with threadpool_limits(1):
+        one = [parallel.n_parts(n, 5000) for n in range(1, 600, 7)]
+    assert [parallel.n_parts(n, 5000) for n in range(1, 600, 7)] == one
+
+
+def test_blas_threads_ignores_skcnn_own_limit_held_by_another_thread():
+    # A predict that starts while another thread's fit or predict holds the
+    # one-thread limit must split its batch as it would alone: parts of other
+    # sizes round differently, so its result would depend on timing.
+    with threadpool_limits(limits=2, user_api="blas"):
+        if parallel.blas_threads() < 2:
+            pytest.skip("this BLAS cannot use 2 threads here")
+        with parallel.single_threaded_blas():
+            blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+            assert {i["num_threads"] for i in blas} == {1}  # the limit is held
+            seen = []
+            other = threading.Thread(
+                target=lambda: seen.append(parallel.blas_threads())
+            )
+            other.start()
+            other.join()
+        assert seen == [2]
+        assert parallel.blas_threads() == 2  # and was lifted
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-def test_split_gradients_equal_whole_batch(always_split, weighted):
+def test_split_gradients_equal_whole_batch(monkeypatch, weighted):
     design = Design(conv_filters=(3, 4), hidden_layer_sizes=(5,))
     arch = build_network((9, 8, 2), design, 3, "softmax")
     rng = np.random.RandomState(0)
@@ -43,11 +126,20 @@ def test_split_gradients_equal_whole_batch(always_split, weighted):
     x = rng.uniform(size=(13, 9, 8, 2))
     Y = np.eye(3)[rng.randint(0, 3, 13)]
     sw = rng.uniform(0.5, 2, 13) if weighted else None
-    whole = loss_and_gradients(arch, weights, Batch(x, Y, sw), 0.1, 1)
-    split = loss_and_gradients(arch, weights, Batch(x, Y, sw), 0.1, 3)
+    args = (arch, weights, Batch(x, Y, sw), 0.1)
+    monkeypatch.setattr(parallel, "_MIN_VALUES_PER_PART", 10**9)
+    whole = loss_and_gradients(*args, 3)
+    monkeypatch.setattr(parallel, "_MIN_VALUES_PER_PART", 1)  # 8 parts
+    split = loss_and_gradients(*args, 3)
     assert_allclose(split.loss, whole.loss, rtol=1e-12)
     for a, b in zip(split.grads.flat(), whole.grads.flat()):
         assert_allclose(a, b, rtol=1e-10, atol=1e-14)
+    # the same parts give the same bits on any number of threads
+    for n_threads in (1, 2, 5):
+        again = loss_and_gradients(*args, n_threads)
+        assert again.loss == split.loss
+        for a, b in zip(again.grads.flat(), split.grads.flat()):
+            assert_array_equal(a, b)
 
 
 def test_threaded_fit_is_deterministic_and_predict_matches(always_split, images):
@@ -91,7 +183,7 @@ def test_float32_model_computes_in_float32_everywhere(monkeypatch):
         "avgpool_forward",
         "avgpool_backward",
     ]:
-        monkeypatch.setattr(network, name, checking(getattr(network, name)))
+        monkeypatch.setattr(blocks, name, checking(getattr(blocks, name)))
     for name in ["forward", "backward"]:  # the network's passes, as run
         monkeypatch.setattr(engine, name, checking(getattr(engine, name)))
     X = np.random.default_rng(0).integers(0, 255, (24, 10, 10, 3), dtype=np.uint8)
@@ -105,3 +197,42 @@ def test_float32_model_computes_in_float32_everywhere(monkeypatch):
 def test_tune_malloc_is_safe_to_call_repeatedly():
     tune_malloc()
     tune_malloc()
+
+
+def test_single_threaded_blas_pins_from_any_thread_and_restores():
+    # threadpoolctl >= 3.8 ignores limits set by a thread other than the one
+    # that set one first: the pin must hold whichever thread enters first,
+    # and the limit come back whichever thread leaves last.
+    with threadpool_limits(2):
+        before = parallel.blas_threads()
+        if before < 2:
+            pytest.skip("BLAS runs one thread here: nothing to pin")
+        with parallel.single_threaded_blas():  # the main thread pins first
+            pass
+        a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+        seen = {}
+
+        def first():
+            with parallel.single_threaded_blas():
+                # what BLAS runs with (blas_threads() ignores skcnn's own pin)
+                seen["first"] = parallel._blas_threads_in_force()
+                a_in.set()
+                b_in.wait()
+            a_out.set()
+
+        def last():
+            a_in.wait()
+            with parallel.single_threaded_blas():
+                b_in.set()
+                a_out.wait()
+                # still pinned: B holds it
+                seen["last"] = parallel._blas_threads_in_force()
+            seen["after"] = parallel._blas_threads_in_force()
+
+        threads = [threading.Thread(target=first), threading.Thread(target=last)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert seen == {"first": 1, "last": 1, "after": before}
+        assert parallel.blas_threads() == before

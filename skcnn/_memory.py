@@ -1,0 +1,437 @@
+"""Refuse a fit or a prediction that cannot fit in memory, before allocating.
+
+A training step's arrays are sized by the resolved architecture and the
+batch size alone, so their total is known before the first allocation. A
+step larger than the memory left would otherwise be killed by the kernel's
+OOM killer (in a notebook: the kernel dies and all work is lost); here it is
+a ``MemoryError`` that says how much is needed, how much there is, and what
+to change.
+
+The estimates follow what ``_network`` and ``_layers`` allocate and err on
+the high side: everything a step keeps for its backward pass (im2col
+buffers, convolution outputs, pooled maps), plus the largest set of
+temporaries alive at once, plus one set of gradients per thread part, the
+model, the optimizer state and the best-weights copy. Set the environment
+variable ``SKCNN_CHECK_MEMORY=0`` to skip the check.
+"""
+
+import os
+from collections import namedtuple
+from math import prod
+
+import numpy as np
+
+from . import _engine
+from ._parallel import blas_threads, n_parts
+from ._params import check_augment
+
+# Below this an estimate is not worth the few file reads of the memory
+# query: no machine that runs NumPy lacks it, so normal fits and predictions
+# stay pure arithmetic.
+_QUERY_ABOVE = 64 * 2**20
+
+# Only this fraction of the available memory is planned for: the rest of
+# the process (and of the machine) keeps allocating while we run.
+_USABLE_FRACTION = 0.9
+
+# Allowance for what the estimates leave out: small temporaries, Python
+# objects, allocator fragmentation.
+_HEADROOM = 1.1
+
+_UNLIMITED = 2**60  # cgroup v1 writes "no limit" as a huge page-aligned value
+
+
+# --------------------------------------------------------------------------
+# Available memory
+# --------------------------------------------------------------------------
+
+
+def available_memory():
+    """Bytes this process can still allocate, or None when unknown.
+
+    The smallest of: the kernel's ``MemAvailable`` (free memory plus what
+    can be reclaimed without swapping), the room left under the process's
+    cgroup memory limits (v1 or v2, every level up to the root; reclaimable
+    file cache counts as free) and under ``RLIMIT_AS``. Where
+    ``/proc/meminfo`` cannot be read, the free physical pages
+    (``os.sysconf``) if the platform reports them; else None, and no check
+    is made.
+    """
+    limits = [_safely(_meminfo_available), _safely(_cgroup_available)]
+    limits.append(_safely(_rlimit_available))
+    if limits[0] is None:
+        limits[0] = _safely(_sysconf_available)
+    limits = [limit for limit in limits if limit is not None]
+    return max(0, min(limits)) if limits else None
+
+
+def _safely(query):
+    # an unexpected format (another kernel, a container runtime's fake
+    # files) means "unknown", never a failed fit
+    try:
+        return query()
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except (OSError, ValueError):
+        return None
+
+
+def _meminfo_available():
+    text = _read("/proc/meminfo")
+    for line in (text or "").splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def _sysconf_available():
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _cgroup_available():
+    """The least room left under any cgroup memory limit of this process."""
+    text = _read("/proc/self/cgroup")
+    if text is None:
+        return None
+    room = []
+    for line in text.splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2
+            root = "/sys/fs/cgroup"
+            files = ("memory.max", "memory.current", "inactive_file")
+        elif "memory" in controllers.split(","):  # cgroup v1
+            root = "/sys/fs/cgroup/memory"
+            files = ("memory.limit_in_bytes", "memory.usage_in_bytes")
+            files += ("total_inactive_file",)
+        else:
+            continue
+        directory = os.path.normpath(os.path.join(root, path.lstrip("/")))
+        if not os.path.isdir(directory):  # a cgroup namespace: we are its root
+            directory = root
+        # a parent's limit binds its children too: walk up to the root
+        while directory.startswith(root):
+            room.append(_cgroup_room(directory, *files))
+            if directory == root:
+                break
+            directory = os.path.dirname(directory)
+    room = [r for r in room if r is not None]
+    return min(room) if room else None
+
+
+def _cgroup_room(directory, limit_file, usage_file, inactive_key):
+    limit = (_read(os.path.join(directory, limit_file)) or "max").strip()
+    usage = _read(os.path.join(directory, usage_file))
+    if not limit.isdigit() or int(limit) >= _UNLIMITED or usage is None:
+        return None
+    # inactive file cache is reclaimed before the OOM killer acts
+    inactive = 0
+    for line in (_read(os.path.join(directory, "memory.stat")) or "").splitlines():
+        key, _, value = line.partition(" ")
+        if key == inactive_key:
+            inactive = int(value)
+    return int(limit) - max(0, int(usage) - inactive)
+
+
+def _rlimit_available():
+    """Room under ``RLIMIT_AS`` (ulimit -v): beyond it allocations fail."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    statm = _read("/proc/self/statm")
+    if limit == resource.RLIM_INFINITY or statm is None:
+        return None
+    return limit - int(statm.split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+# --------------------------------------------------------------------------
+# Estimates (bytes)
+# --------------------------------------------------------------------------
+
+FitEstimate = namedtuple("FitEstimate", "total model step copies batch_size")
+
+
+def _block_sizes(block):
+    """Values per sample: input, padded input, im2col, conv, pooled, one tap."""
+    height, width, channels = block.in_shape
+    (top, bottom), (left, right) = block.pads
+    padded = 0
+    if top or bottom or left or right:
+        padded = (height + top + bottom) * (width + left + right) * channels
+    conv_h, conv_w = block.conv_hw
+    kh, kw = block.kernel
+    cols = conv_h * conv_w * kh * kw * channels
+    conv = conv_h * conv_w * block.filters
+    tap = conv_h * conv_w * channels  # one kernel tap's share of dx
+    return height * width * channels, padded, cols, conv, prod(block.out_shape), tap
+
+
+def _input_values(arch):
+    if arch.conv_blocks:
+        return prod(arch.conv_blocks[0].in_shape)
+    return arch.dense_sizes[0]
+
+
+def step_values_per_sample(arch, dropout=0.0, augment_shift=None):
+    """Values one sample adds to the peak of a training step.
+
+    What the forward pass keeps for the backward pass, for every block at
+    once (the caches live until the step ends), plus the largest set of
+    temporaries alive together in any one block's forward or backward pass.
+    """
+    smooth = arch.activation in ("tanh", "logistic")  # their grads need temps
+    kept, transient = 0, 0
+    for k, block in enumerate(arch.conv_blocks):
+        inp, padded, cols, conv, pooled, tap = _block_sizes(block)
+        if arch.batch_norm:  # the normalized map and the activations
+            kept += cols + 2 * conv + pooled
+        elif block.pools_first:  # the conv, the pooled maxima, the act
+            kept += cols + conv + 2 * pooled
+        else:
+            kept += cols + conv + pooled
+        norm = 2 * conv if arch.batch_norm else 0
+        forward = padded + norm // 2
+        # the incoming delta, the pooling's dx, the activation's and the
+        # normalization's temporaries, then conv2d_backward's dx and one tap
+        # (the first block computes no dx)
+        backward = conv + pooled + (2 * conv if smooth else conv // 4) + norm
+        backward += (max(padded, inp) + tap) if k else 0
+        transient = max(transient, forward, backward)
+    dense = arch.dense_sizes
+    hidden = sum(dense[1:-1])
+    # per layer its input, output, delta and the delta w.r.t. its input
+    kept += 3 * dense[0] + 4 * sum(dense[1:]) + 3 * hidden * bool(dropout)
+    kept += 6 * dense[-1]  # logits, probabilities, dlogits, targets
+    # the minibatch copy of X (shuffled rows) and augmentation's copies
+    first = _input_values(arch)
+    inputs = first
+    if augment_shift is not None and arch.conv_blocks:
+        height, width, channels = arch.conv_blocks[0].in_shape
+        inputs += (height + 2 * augment_shift) * (width + 2 * augment_shift) * channels
+        inputs += 2 * first
+    return kept + transient + inputs
+
+
+def predict_values_per_sample(arch):
+    """Values one sample occupies at the peak of an inference pass."""
+    peak = previous = 0
+    for k, block in enumerate(arch.conv_blocks):
+        inp, padded, cols, conv, pooled, _ = _block_sizes(block)
+        # alive: the block's input (a view of X for the first block) and,
+        # unless the previous block pooled first, that block's conv output,
+        # held by forward's ``z`` until this block's conv returns
+        inp = inp if k else 0
+        peak = max(peak, inp + previous + padded + cols + conv, inp + conv + pooled)
+        previous = 0 if block.pools_first else conv
+    last = prod(arch.conv_blocks[-1].out_shape) if arch.conv_blocks else 0
+    # each dense layer's output, and the one before it
+    return max(peak, previous + last + 2 * max(arch.dense_sizes[1:]))
+
+
+def _param_sizes(arch):
+    """(trainable values, all state values, largest weight array)."""
+    shapes = arch.coef_shapes
+    coefs = [prod(s) for s in shapes]
+    trainable = sum(coefs) + sum(s[-1] for s in shapes)
+    state = trainable
+    if arch.batch_norm:
+        filters = sum(b.filters for b in arch.conv_blocks)
+        trainable += filters  # the scales
+        state += 3 * filters  # and the running means and variances
+    return trainable, state, max(coefs)
+
+
+def batch_size_for(est, n_samples):
+    """The minibatch size a fit on ``n_samples`` uses (no warning here)."""
+    if est.batch_size == "auto":
+        return min(200, n_samples)
+    return int(min(max(est.batch_size, 1), n_samples))
+
+
+def fit_estimate(
+    est,
+    arch,
+    n_samples,
+    itemsize,
+    *,
+    new_model,
+    new_optimizer,
+    copy_bytes=0,
+    batch_size=None,
+):
+    """Peak bytes a fit of ``est`` on ``n_samples`` samples will allocate.
+
+    ``new_model``: the weights, their best copy and the optimizer are
+    allocated by this fit (a first fit); ``new_optimizer``: only the
+    optimizer is (a warm start). ``copy_bytes``: a copy of X still to be
+    made (the conversion to the compute dtype). ``batch_size`` overrides
+    the one ``est`` would use.
+    """
+    batch = batch_size or batch_size_for(est, n_samples)
+    trainable, state, largest = _param_sizes(arch)
+    solver_copies = 1 if est.solver == "sgd" else 2  # velocities; Adam's m, v
+    model = 0
+    if new_model:
+        model += 2 * state  # the weights and the best weights seen
+    if new_model or new_optimizer:
+        model += solver_copies * trainable
+    augment = check_augment(est.augment)
+    per_sample = step_values_per_sample(
+        arch, est.dropout, None if augment is None else augment[0]
+    )
+    # The minibatch is split into parts, each thread working on one part at
+    # a time: the activations of one part per thread are alive at once. Each
+    # part computes its own gradients: one per thread in flight and at most
+    # two more per thread waiting to be summed into the first. Once the
+    # activations are freed, the L2 term and the optimizer's update make two
+    # temporaries of the largest weight array.
+    rows, grads = batch, 1
+    if not arch.batch_norm:  # a batch-normalized minibatch is never split
+        parts = n_parts(batch, arch.max_values_per_sample())
+        workers = min(parts, blas_threads())
+        rows = min(batch, workers * -(-batch // parts))
+        grads = min(parts, 3 * workers)
+    step = (max(rows * per_sample, 2 * largest) + grads * trainable) * itemsize
+    if est.early_stopping:  # the held-out validation set is scored between epochs
+        step = max(step, predict_estimate(arch, n_samples, itemsize))
+        copy_bytes += n_samples * _input_values(arch) * itemsize  # the split's copy
+    peak = model * itemsize + step
+    if new_model:  # initialization draws each weight array in float64
+        peak = max(peak, state * itemsize + 8 * largest)
+    total = int(_HEADROOM * peak) + copy_bytes
+    return FitEstimate(total, model * itemsize, step, copy_bytes, batch)
+
+
+def predict_estimate(arch, n_samples, itemsize):
+    """Peak bytes of predicting ``n_samples`` samples (one chunk at a time)."""
+    values_per_sample = arch.max_values_per_sample()
+    chunk = min(n_samples, max(1, _engine.PREDICT_CHUNK_VALUES // values_per_sample))
+    # a chunk is split into parts, one part per thread alive at a time
+    parts = n_parts(chunk, values_per_sample)
+    rows = min(chunk, min(parts, blas_threads()) * -(-chunk // parts))
+    # the output and what predict / predict_proba make of it (a binary
+    # output is stacked with its complement)
+    n_outputs = arch.dense_sizes[-1]
+    outputs = n_samples * (4 if n_outputs == 1 else n_outputs + 2)
+    values = rows * predict_values_per_sample(arch) + outputs
+    return int(_HEADROOM * values * itemsize)
+
+
+# --------------------------------------------------------------------------
+# The checks
+# --------------------------------------------------------------------------
+
+
+def _room_for(needed):
+    """None if ``needed`` bytes fit (or cannot be known), else the bytes free."""
+    if needed < _QUERY_ABOVE:
+        return None
+    if os.environ.get("SKCNN_CHECK_MEMORY", "1").lower() in ("0", "false", "no"):
+        return None
+    available = available_memory()
+    if available is None or needed <= _USABLE_FRACTION * available:
+        return None
+    return available
+
+
+def format_bytes(n):
+    """``n`` bytes for people: 512 B, 3.4 MB, 58.3 GB (powers of 1000)."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def check_fit_memory(
+    est, arch, n_samples, dtype, *, new_model, new_optimizer, copy_bytes=0
+):
+    """Raise MemoryError if the fit's estimated peak exceeds the free memory."""
+    itemsize = np.dtype(dtype).itemsize
+    settings = dict(new_model=new_model, new_optimizer=new_optimizer)
+    settings["copy_bytes"] = copy_bytes
+    estimate = fit_estimate(est, arch, n_samples, itemsize, **settings)
+    available = _room_for(estimate.total)
+    if available is None:
+        return
+
+    def fits(batch):
+        total = fit_estimate(
+            est, arch, n_samples, itemsize, batch_size=batch, **settings
+        ).total
+        return total <= _USABLE_FRACTION * available
+
+    # the estimate grows with the batch size: bisect for the largest that fits
+    low, high = 0, estimate.batch_size - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    parts = []
+    if estimate.model:
+        parts.append(f"model and optimizer state: {format_bytes(estimate.model)}")
+    parts.append(
+        f"one training step of batch_size={estimate.batch_size}: "
+        f"{format_bytes(estimate.step)}"
+    )
+    if estimate.copies:
+        parts.append(f"copies of X: {format_bytes(estimate.copies)}")
+    raise MemoryError(
+        f"This fit needs an estimated {format_bytes(estimate.total)} of memory "
+        f"({', '.join(parts)}) but only {format_bytes(available)} is available. "
+        + _advice(arch, estimate, itemsize, largest_batch=low)
+    )
+
+
+def _advice(arch, estimate, itemsize, largest_batch):
+    hints = []
+    weights_dominate = estimate.model > estimate.step
+    if estimate.batch_size > 1 and not weights_dominate:
+        hints.append(
+            f"a smaller batch_size (now {estimate.batch_size}; "
+            + (
+                f"at most {largest_batch} fits)"
+                if largest_batch
+                else "even 1 is too large)"
+            )
+        )
+    if arch.conv_blocks:
+        hints.append("more pooling (a larger pool_size) or larger strides")
+        last = arch.conv_blocks[-1]
+        if not arch.global_pooling and last.out_shape[0] * last.out_shape[1] > 1:
+            flat = arch.dense_sizes[0] * arch.dense_sizes[1]
+            hints.append(
+                "global_pooling=True (flattening the last "
+                f"{'x'.join(map(str, last.out_shape))} feature map into "
+                f"{arch.dense_sizes[1]} units takes {flat:,} weights)"
+            )
+    if len(arch.dense_sizes) > 2 and weights_dominate:
+        hints.append("smaller hidden_layer_sizes")
+    if itemsize == 8:
+        hints.append("float32 input instead of float64 (halves the memory)")
+    advice = "To fit, use " + "; or ".join(hints) + "." if hints else ""
+    return advice + " (Set SKCNN_CHECK_MEMORY=0 to skip this check.)"
+
+
+def check_predict_memory(arch, n_samples, dtype):
+    """Raise MemoryError if predicting even one chunk cannot fit in memory."""
+    itemsize = np.dtype(dtype).itemsize
+    needed = predict_estimate(arch, n_samples, itemsize)
+    available = _room_for(needed)
+    if available is None:
+        return
+    chunk = max(1, _engine.PREDICT_CHUNK_VALUES // arch.max_values_per_sample())
+    raise MemoryError(
+        f"Predicting needs an estimated {format_bytes(needed)} of memory "
+        f"(images are predicted {min(chunk, n_samples)} at a time) but only "
+        f"{format_bytes(available)} is available. Free memory, predict fewer "
+        "samples per call, or fit a network with smaller feature maps: more "
+        "pooling (a larger pool_size) or larger strides"
+        + (", and float32 input instead of float64." if itemsize == 8 else ".")
+        + " (Set SKCNN_CHECK_MEMORY=0 to skip this check.)"
+    )
