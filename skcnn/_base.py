@@ -10,7 +10,6 @@ and scored -- as MLPClassifier / MLPRegressor do over their common base.
 import copy
 from dataclasses import dataclass
 
-import numpy as np
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import (
@@ -30,7 +29,11 @@ from ._image import (
     validate_images,
 )
 from ._loop import TrainingData, TrainingLoop, ValidationSet
-from ._memory import check_fit_memory, check_predict_memory
+from ._memory import (
+    check_fit_memory,
+    check_memory_before_copy,
+    check_predict_memory,
+)
 from ._network import Design, Weights, build_network, initialize
 from ._optimizers import make_optimizer
 from ._params import PARAMETER_CONSTRAINTS, check_augment
@@ -259,7 +262,9 @@ class BaseCNN(TrainingLoop, BaseEstimator):
         if not first_pass:
             check_sample_shape(sample_shape, self.image_shape_)
         dtype = compute_dtype(X) if first_pass else self.coefs_[0].dtype
-        self._check_fit_memory(X, sample_shape, dtype, first_pass, incremental)
+        check_memory_before_copy(
+            self, X, sample_shape, dtype, (first_pass, incremental)
+        )
         X, y = validate_data(
             self,
             X,
@@ -303,41 +308,6 @@ class BaseCNN(TrainingLoop, BaseEstimator):
         data = TrainingData(X, Y, sample_weight, y)
         interrupted = self._train(data, validation, incremental)
         return interrupted
-
-    def _check_fit_memory(self, X, sample_shape, dtype, first_pass, incremental):
-        """The memory check of a fit, before ``validate_data`` copies X.
-
-        The conversion of X to the compute dtype (uint8 images to float32,
-        say) is a copy of the whole data set: it counts too. A first fit's
-        network needs the number of outputs, known only once y is
-        validated; 1 is a lower bound here, and ``_initialize`` checks the
-        exact network.
-        """
-        shape = getattr(X, "shape", None)
-        if shape is None or len(shape) != 2 or min(shape) < 1:
-            return  # validate_data reports it
-        n_samples, n_features = int(shape[0]), int(shape[1])
-        if first_pass:
-            try:
-                image_shape = resolve_image_shape(
-                    n_features, self.image_shape, sample_shape
-                )
-                net = build_network(image_shape, Design.of(self), 1, "logistic")
-            except ValueError:
-                return  # reported below, in the usual order
-        else:
-            net = self._net
-        same = getattr(X, "dtype", None) == dtype
-        copy = 0 if same else n_samples * n_features * np.dtype(dtype).itemsize
-        check_fit_memory(
-            self,
-            net,
-            n_samples,
-            dtype,
-            new_model=first_pass,
-            new_optimizer=not incremental,
-            copy_bytes=copy,
-        )
 
     def _initialize(self, image_shape, n_outputs, dtype, n_samples):
         """A new model: network, weights, optimizer and bookkeeping."""

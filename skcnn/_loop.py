@@ -8,8 +8,6 @@ It calls two hooks of the concrete estimator: ``_stratify`` (how to split
 off a validation set) and ``_validation_score``.
 """
 
-import signal
-import threading
 import time
 from dataclasses import dataclass
 
@@ -20,6 +18,7 @@ from sklearn.utils import gen_batches
 
 from ._augment import augment_batch
 from ._engine import Batch, loss_and_gradients
+from ._interrupt import InterruptAfterBatch
 from ._malloc import tune_malloc
 from ._network import Dropout
 from ._optimizers import cosine_factor
@@ -114,7 +113,7 @@ class TrainingLoop:
         # threads to work through a batch's parts: the speed follows the BLAS
         # limit in force, the results do not (see skcnn._parallel)
         n_threads = blas_threads()
-        with single_threaded_blas(), _InterruptAfterBatch() as interrupt:
+        with single_threaded_blas(), InterruptAfterBatch() as interrupt:
             for _ in range(n_epochs):
                 start = time.perf_counter()
                 rate = self._current_rate(n_epochs)
@@ -379,38 +378,3 @@ class TrainingLoop:
             }
 
         return attributes
-
-
-class _InterruptAfterBatch:
-    """Turn Ctrl-C during fit into a request to stop after the current batch.
-
-    A KeyboardInterrupt raised at an arbitrary point could leave the weights
-    half-updated; instead the first SIGINT only sets a flag that the batch
-    loop reads, and the fit raises KeyboardInterrupt once the model is
-    consistent. A second Ctrl-C (a batch that takes too long) raises at once;
-    the fit then rolls back to the state before the call. Only the main
-    thread can install signal handlers: elsewhere this does nothing and
-    Ctrl-C behaves as usual.
-    """
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def _handler(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            try:
-                self._previous = signal.signal(signal.SIGINT, self._handler)
-            except ValueError:  # e.g. an embedded interpreter
-                self._previous = None
-        return self
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False

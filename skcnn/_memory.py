@@ -22,8 +22,11 @@ from math import prod
 import numpy as np
 
 from . import _engine
+from ._image import resolve_image_shape
+from ._network import Design, build_network
 from ._parallel import blas_threads, n_parts
 from ._params import check_augment
+from ._sysmem import available_memory
 
 # Below this an estimate is not worth the few file reads of the memory
 # query: no machine that runs NumPy lacks it, so normal fits and predictions
@@ -37,118 +40,6 @@ _USABLE_FRACTION = 0.9
 # Allowance for what the estimates leave out: small temporaries, Python
 # objects, allocator fragmentation.
 _HEADROOM = 1.1
-
-_UNLIMITED = 2**60  # cgroup v1 writes "no limit" as a huge page-aligned value
-
-
-# --------------------------------------------------------------------------
-# Available memory
-# --------------------------------------------------------------------------
-
-
-def available_memory():
-    """Bytes this process can still allocate, or None when unknown.
-
-    The smallest of: the kernel's ``MemAvailable`` (free memory plus what
-    can be reclaimed without swapping), the room left under the process's
-    cgroup memory limits (v1 or v2, every level up to the root; reclaimable
-    file cache counts as free) and under ``RLIMIT_AS``. Where
-    ``/proc/meminfo`` cannot be read, the free physical pages
-    (``os.sysconf``) if the platform reports them; else None, and no check
-    is made.
-    """
-    limits = [_safely(_meminfo_available), _safely(_cgroup_available)]
-    limits.append(_safely(_rlimit_available))
-    if limits[0] is None:
-        limits[0] = _safely(_sysconf_available)
-    limits = [limit for limit in limits if limit is not None]
-    return max(0, min(limits)) if limits else None
-
-
-def _safely(query):
-    # an unexpected format (another kernel, a container runtime's fake
-    # files) means "unknown", never a failed fit
-    try:
-        return query()
-    except (OSError, ValueError, IndexError, AttributeError):
-        return None
-
-
-def _read(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except (OSError, ValueError):
-        return None
-
-
-def _meminfo_available():
-    text = _read("/proc/meminfo")
-    for line in (text or "").splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    return None
-
-
-def _sysconf_available():
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def _cgroup_available():
-    """The least room left under any cgroup memory limit of this process."""
-    text = _read("/proc/self/cgroup")
-    if text is None:
-        return None
-    room = []
-    for line in text.splitlines():
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":  # cgroup v2
-            root = "/sys/fs/cgroup"
-            files = ("memory.max", "memory.current", "inactive_file")
-        elif "memory" in controllers.split(","):  # cgroup v1
-            root = "/sys/fs/cgroup/memory"
-            files = ("memory.limit_in_bytes", "memory.usage_in_bytes")
-            files += ("total_inactive_file",)
-        else:
-            continue
-        directory = os.path.normpath(os.path.join(root, path.lstrip("/")))
-        if not os.path.isdir(directory):  # a cgroup namespace: we are its root
-            directory = root
-        # a parent's limit binds its children too: walk up to the root
-        while directory.startswith(root):
-            room.append(_cgroup_room(directory, *files))
-            if directory == root:
-                break
-            directory = os.path.dirname(directory)
-    room = [r for r in room if r is not None]
-    return min(room) if room else None
-
-
-def _cgroup_room(directory, limit_file, usage_file, inactive_key):
-    limit = (_read(os.path.join(directory, limit_file)) or "max").strip()
-    usage = _read(os.path.join(directory, usage_file))
-    if not limit.isdigit() or int(limit) >= _UNLIMITED or usage is None:
-        return None
-    # inactive file cache is reclaimed before the OOM killer acts
-    inactive = 0
-    for line in (_read(os.path.join(directory, "memory.stat")) or "").splitlines():
-        key, _, value = line.partition(" ")
-        if key == inactive_key:
-            inactive = int(value)
-    return int(limit) - max(0, int(usage) - inactive)
-
-
-def _rlimit_available():
-    """Room under ``RLIMIT_AS`` (ulimit -v): beyond it allocations fail."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-    statm = _read("/proc/self/statm")
-    if limit == resource.RLIM_INFINITY or statm is None:
-        return None
-    return limit - int(statm.split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
 # --------------------------------------------------------------------------
@@ -434,4 +325,41 @@ def check_predict_memory(arch, n_samples, dtype):
         "pooling (a larger pool_size) or larger strides"
         + (", and float32 input instead of float64." if itemsize == 8 else ".")
         + " (Set SKCNN_CHECK_MEMORY=0 to skip this check.)"
+    )
+
+
+def check_memory_before_copy(est, X, sample_shape, dtype, plan):
+    """The memory check of a fit, before ``validate_data`` copies X.
+
+    ``plan`` is ``(first_pass, incremental)``: a new model, or an update.
+
+    The conversion of X to the compute dtype (uint8 images to float32,
+    say) is a copy of the whole data set: it counts too. A first fit's
+    network needs the number of outputs, known only once y is
+    validated; 1 is a lower bound here, and the base class's ``_initialize`` checks the
+    exact network.
+    """
+    first_pass, incremental = plan
+    shape = getattr(X, "shape", None)
+    if shape is None or len(shape) != 2 or min(shape) < 1:
+        return  # validate_data reports it
+    n_samples, n_features = int(shape[0]), int(shape[1])
+    if first_pass:
+        try:
+            image_shape = resolve_image_shape(n_features, est.image_shape, sample_shape)
+            net = build_network(image_shape, Design.of(est), 1, "logistic")
+        except ValueError:
+            return  # reported below, in the usual order
+    else:
+        net = est._net
+    same = getattr(X, "dtype", None) == dtype
+    copy = 0 if same else n_samples * n_features * np.dtype(dtype).itemsize
+    check_fit_memory(
+        est,
+        net,
+        n_samples,
+        dtype,
+        new_model=first_pass,
+        new_optimizer=not incremental,
+        copy_bytes=copy,
     )

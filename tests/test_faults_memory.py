@@ -19,7 +19,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import skcnn
-from skcnn import CNNClassifier, _base, _memory
+from skcnn import CNNClassifier, _base, _memory, _sysmem
 
 ROOT = Path(skcnn.__file__).resolve().parents[1]
 MB = 10**6
@@ -310,7 +310,7 @@ def test_estimates_cover_the_measured_peak(name):
 
 
 def test_available_memory_is_plausible():
-    available = _memory.available_memory()
+    available = _sysmem.available_memory()
     if not sys.platform.startswith("linux"):
         pytest.skip("no /proc/meminfo")
     meminfo = Path("/proc/meminfo").read_text()
@@ -324,20 +324,20 @@ def test_cgroup_limits_are_read(tmp_path):
     (tmp_path / "memory.stat").write_text("anon 1\ninactive_file 100000\nfile 9\n")
     files = ("memory.max", "memory.current", "inactive_file")
     # inactive page cache is reclaimed before an OOM kill: it counts as free
-    assert _memory._cgroup_room(str(tmp_path), *files) == 500000
+    assert _sysmem._cgroup_room(str(tmp_path), *files) == 500000
     (tmp_path / "memory.max").write_text("max\n")
-    assert _memory._cgroup_room(str(tmp_path), *files) is None
+    assert _sysmem._cgroup_room(str(tmp_path), *files) is None
     (tmp_path / "memory.max").write_text("9223372036854771712\n")  # v1's "none"
-    assert _memory._cgroup_room(str(tmp_path), *files) is None
+    assert _sysmem._cgroup_room(str(tmp_path), *files) is None
 
 
 def test_unreadable_memory_information_means_no_check(monkeypatch, images):
     def garbage(path):
         return "not:a\nmeminfo"
 
-    monkeypatch.setattr(_memory, "_read", garbage)
-    monkeypatch.setattr(_memory, "_sysconf_available", lambda: None)
-    assert _memory.available_memory() is None
+    monkeypatch.setattr(_sysmem, "_read", garbage)
+    monkeypatch.setattr(_sysmem, "_sysconf_available", lambda: None)
+    assert _sysmem.available_memory() is None
     monkeypatch.setattr(_memory, "_QUERY_ABOVE", 0)
     X, y = images
     CNNClassifier(conv_filters=(4,), max_iter=1).fit(X, y)
