@@ -240,8 +240,10 @@ def peak_memory(framework, batch_size, n_threads):
 
 def profile_step(X, y, batch_size, steps=20):
     """Time per layer and op of a training step (single-threaded, no split)."""
-    import skcnn._network as net
+    import skcnn._blocks as blocks
+    from skcnn._engine import Batch, loss_and_gradients
     from skcnn._layers import ACTIVATION_GRADS, ACTIVATIONS
+    from skcnn._network import Design, build_network, initialize
 
     totals = {}
     calls = {}
@@ -262,16 +264,14 @@ def profile_step(X, y, batch_size, steps=20):
         return wrapper
 
     names = ["conv2d_forward", "conv2d_backward", "maxpool_forward", "maxpool_backward"]
-    originals = {name: getattr(net, name) for name in names}
+    originals = {name: getattr(blocks, name) for name in names}
     act, grad = dict(ACTIVATIONS), dict(ACTIVATION_GRADS)
     for name in names:
-        setattr(net, name, timed(name, originals[name], 2))
+        setattr(blocks, name, timed(name, originals[name], 2))
     ACTIVATIONS["relu"] = timed("relu_forward", act["relu"], 3)
     ACTIVATION_GRADS["relu"] = timed("relu_backward", grad["relu"], 3)
-    arch = net.build_architecture(
-        (28, 28, 1), (32, 64), 3, 2, "valid", "max", (64,), 10, "relu", "softmax"
-    )
-    coefs, intercepts = net.initialize(arch, np.random.RandomState(0), np.float32)
+    network = build_network((28, 28, 1), Design(), 10, "softmax")
+    weights = initialize(network, np.random.RandomState(0), np.float32)
     Y = np.eye(10, dtype=np.float32)[y]
     step_total = 0.0
     try:
@@ -283,11 +283,11 @@ def profile_step(X, y, batch_size, steps=20):
                 totals.clear()  # the first steps warm up
                 step_total = 0.0
             start = time.perf_counter()
-            net.loss_and_gradients(arch, coefs, intercepts, xb, Y[rows], None, ALPHA)
+            loss_and_gradients(network, weights, Batch(xb, Y[rows]), ALPHA)
             step_total += time.perf_counter() - start
     finally:
         for name in names:
-            setattr(net, name, originals[name])
+            setattr(blocks, name, originals[name])
         ACTIVATIONS.update(act)
         ACTIVATION_GRADS.update(grad)
     print(f"\nOne training step, batch {batch_size}, one thread, mean of {steps}:")

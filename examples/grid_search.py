@@ -21,7 +21,9 @@ def main():
         X / 16.0, y, test_size=0.25, random_state=0, stratify=y
     )
     search = GridSearchCV(
-        CNNClassifier(conv_filters=(16, 32), batch_size=32, random_state=0),
+        CNNClassifier(
+            conv_filters=(16, 32), batch_size=32, max_iter=20, random_state=0
+        ),
         {
             "dropout": [0.0, 0.3],
             "batch_norm": [False, True],

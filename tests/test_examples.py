@@ -19,6 +19,13 @@ def test_digits_example_reaches_97_percent(capsys):
 
 
 @pytest.mark.slow
+def test_regression_example_finds_blob_centres(capsys):
+    main = runpy.run_path(str(EXAMPLES / "regression.py"))["main"]
+    assert main() >= 0.95
+    assert "test R^2" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_grid_search_example(capsys):
     search = runpy.run_path(str(EXAMPLES / "grid_search.py"))["main"]()
     assert len(search.cv_results_["params"]) == 8

@@ -4,11 +4,11 @@ import pytest
 from sklearn.utils import estimator_checks
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skcnn import CNNClassifier
+from skcnn import CNNClassifier, CNNRegressor
 
 
 # No expected_failed_checks: every check must pass with the defaults.
-@parametrize_with_checks([CNNClassifier()])
+@parametrize_with_checks([CNNClassifier(), CNNRegressor()])
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
 
@@ -24,6 +24,9 @@ def test_defaults_train_robustly_across_seeds(seed, monkeypatch):
     )
     estimator_checks.check_classifiers_train("CNNClassifier", CNNClassifier())
     estimator_checks.check_classifiers_classes("CNNClassifier", CNNClassifier())
+    # check_regressors_train: R^2 > 0.5 on 200 points of 10 features
+    estimator_checks.check_regressors_train("CNNRegressor", CNNRegressor())
+    estimator_checks.check_regressor_multioutput("CNNRegressor", CNNRegressor())
 
 
 # The same checks on the non-default training features: they must not
