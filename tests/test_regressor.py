@@ -1,6 +1,8 @@
 """CNNRegressor, and transform() of both estimators (issue #11)."""
 
+import runpy
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,15 +20,10 @@ from skcnn import CNNClassifier, CNNRegressor
 SMALL = dict(conv_filters=(4,), hidden_layer_sizes=(8,), max_iter=3, random_state=0)
 
 
-def blobs(n, size=16, seed=0):
-    """Noisy Gaussian blobs and their (row, col) centres."""
-    rng = np.random.default_rng(seed)
-    centres = rng.uniform(3, size - 4, (n, 2))
-    r = np.arange(size)
-    rows = np.exp(-((r[None, :] - centres[:, :1]) ** 2) / (2 * 1.5**2))
-    cols = np.exp(-((r[None, :] - centres[:, 1:]) ** 2) / (2 * 1.5**2))
-    X = rows[:, :, None] * cols[:, None, :] + rng.normal(0, 0.1, (n, size, size))
-    return X.astype(np.float32), centres
+# the example's data: noisy Gaussian blobs and their (row, col) centres
+blobs = runpy.run_path(
+    str(Path(__file__).resolve().parents[1] / "examples" / "regression.py")
+)["make_blobs"]
 
 
 @pytest.mark.slow
