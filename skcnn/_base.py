@@ -21,10 +21,12 @@ from sklearn.utils.validation import (
 
 from ._engine import predict_rows
 from ._image import (
+    channel_statistics,
     check_magnitude,
     check_sample_shape,
     compute_dtype,
     resolve_image_shape,
+    rows_to_channels_last,
     split_images,
     validate_images,
 )
@@ -71,6 +73,8 @@ class BaseCNN(TrainingLoop, BaseEstimator):
         self,
         *,
         image_shape=None,
+        data_format="channels_last",
+        input_scaling="standard",
         conv_filters=(32, 64),
         kernel_size=3,
         pool_size=2,
@@ -106,6 +110,8 @@ class BaseCNN(TrainingLoop, BaseEstimator):
         n_iter_no_change=10,
     ):
         self.image_shape = image_shape
+        self.data_format = data_format
+        self.input_scaling = input_scaling
         self.conv_filters = conv_filters
         self.kernel_size = kernel_size
         self.pool_size = pool_size
@@ -258,7 +264,7 @@ class BaseCNN(TrainingLoop, BaseEstimator):
             or (not self.warm_start and not incremental)
         )
         check_augment(self.augment)
-        X, sample_shape = split_images(request.X)
+        X, sample_shape = split_images(request.X, self.data_format)
         if not first_pass:
             check_sample_shape(sample_shape, self.image_shape_)
         dtype = compute_dtype(X) if first_pass else self.coefs_[0].dtype
@@ -294,8 +300,13 @@ class BaseCNN(TrainingLoop, BaseEstimator):
             image_shape = resolve_image_shape(
                 X.shape[1], self.image_shape, sample_shape
             )
+        else:
+            image_shape = self.image_shape_
+        if sample_shape is None:  # rows in data_format order
+            X = rows_to_channels_last(X, image_shape, self.data_format)
         Y = self._encode(y, first_pass, incremental)
         if first_pass:
+            self._fit_input_scaling(X, image_shape[2], sample_weight)
             self._initialize(image_shape, Y.shape[1], dtype, X.shape[0])
         elif not incremental:
             # a warm-started fit runs a fresh optimizer from the current weights
@@ -332,6 +343,14 @@ class BaseCNN(TrainingLoop, BaseEstimator):
         self.validation_scores_ = None
         self._sync_stopping_state(reset=True)
 
+    def _fit_input_scaling(self, X, channels, sample_weight):
+        """The input scaling's statistics, learned once per new model."""
+        self.input_mean_ = self.input_scale_ = None
+        if self.input_scaling == "standard":
+            mean, scale = channel_statistics(X, channels, sample_weight)
+            self.input_mean_ = mean.astype(X.dtype)
+            self.input_scale_ = scale.astype(X.dtype)
+
     def _build_network(self):
         """The network of the current parameters and fitted shapes."""
         return build_network(
@@ -346,6 +365,8 @@ class BaseCNN(TrainingLoop, BaseEstimator):
             self.batch_norm_scales_,
             self.batch_norm_means_,
             self.batch_norm_vars_,
+            self.input_mean_,
+            self.input_scale_,
         )
 
     def _set_weights(self, weights):

@@ -32,6 +32,33 @@ from ._layers import (
 
 
 @dataclass(frozen=True)
+class Standardize:
+    """``(x - input_mean) / input_scale`` per channel: the input scaling.
+
+    The statistics are fitted, not trained: they sit in ``Weights`` beside
+    the parameters and have no gradient. The output is a new array -- at
+    prediction ``x`` may be a view of the caller's data.
+    """
+
+    in_shape: tuple
+
+    @property
+    def out_size(self):
+        return int(np.prod(self.in_shape))
+
+    def values_per_sample(self):
+        return self.out_size
+
+    def forward(self, weights, x, train, mask=None):
+        out = np.subtract(x, weights.input_mean, dtype=x.dtype)
+        out *= (1 / weights.input_scale).astype(x.dtype)
+        return out, None
+
+    def backward(self, weights, dout, cache, need_dx=True):
+        return dout / weights.input_scale.astype(dout.dtype), None
+
+
+@dataclass(frozen=True)
 class ConvBlock:
     """conv -> [batch norm] -> activation -> pool, every size resolved.
 

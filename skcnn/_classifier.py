@@ -1,6 +1,7 @@
 """CNNClassifier: a convolutional network with MLPClassifier's interface."""
 
 import numpy as np
+from scipy.special import expit, log_expit, log_softmax, softmax
 from sklearn.base import (
     ClassifierMixin,
     ClassNamePrefixFeaturesOutMixin,
@@ -22,6 +23,7 @@ from ._base import BaseCNN
 from ._docs import build_docstring
 from ._image import validate_images
 from ._params import CLASSIFIER_CONSTRAINTS
+from ._warn import warn
 
 
 class CNNClassifier(
@@ -89,6 +91,8 @@ Examples
         self,
         *,
         image_shape=None,
+        data_format="channels_last",
+        input_scaling="standard",
         conv_filters=(32, 64),
         kernel_size=3,
         pool_size=2,
@@ -126,6 +130,8 @@ Examples
     ):
         super().__init__(
             image_shape=image_shape,
+            data_format=data_format,
+            input_scaling=input_scaling,
             conv_filters=conv_filters,
             kernel_size=kernel_size,
             pool_size=pool_size,
@@ -171,6 +177,19 @@ Examples
 
     def _check_targets(self, y):
         check_classification_targets(y)
+        if (
+            y.ndim == 2
+            and y.shape[1] > 1
+            and type_of_target(y) == "multilabel-indicator"
+            and (np.count_nonzero(y, axis=1) == 1).all()
+        ):
+            warn(
+                f"y is a 2-D indicator array with exactly one 1 per row "
+                f"(one-hot encoded, {y.shape[1]} columns): it is fitted as "
+                "multilabel, one independent logistic output per column. For "
+                "single-label classes with a softmax output pass "
+                "y.argmax(axis=1) instead."
+            )
         return y
 
     def _sample_weights(self, y, sample_weight, incremental):
@@ -332,10 +351,21 @@ Examples
         proba : ndarray of shape (n_samples, n_classes)
             Probabilities of the classes, ordered as in ``classes_``.
         """
-        out = self._forward(validate_images(self, X))
-        if self.n_outputs_ == 1:
-            return np.hstack([1 - out, out])
-        return out
+        return self._probabilities(validate_images(self, X), log=False)
+
+    def _probabilities(self, X, log):
+        """(Log-)probabilities from the logits, precise on both sides.
+
+        A binary model's complement is not ``1 - p``: a confident float32
+        model would round it to 0 (and its log to -inf). Both sides come
+        from the logit z: ``expit(-z)``, ``expit(z)``.
+        """
+        logits = self._forward(X, stop=len(self._net.layers))
+        if self.out_activation_ == "softmax":
+            return log_softmax(logits, axis=1) if log else softmax(logits, axis=1)
+        if self.n_outputs_ == 1:  # binary
+            logits = np.hstack([-logits, logits])
+        return log_expit(logits) if log else expit(logits)
 
     def predict_log_proba(self, X):
         """Logarithm of the class probabilities.
@@ -348,11 +378,10 @@ Examples
         Returns
         -------
         log_proba : ndarray of shape (n_samples, n_classes)
-            ``log(predict_proba(X))``.
+            ``log(predict_proba(X))``, computed from the logits: finite where
+            the probability rounds to 0.
         """
-        proba = self.predict_proba(X)
-        with np.errstate(divide="ignore"):
-            return np.log(proba, out=proba)
+        return self._probabilities(validate_images(self, X), log=True)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -13,8 +13,11 @@ The default network is conv 3x3x32 -> ReLU -> max-pool 2 -> conv 3x3x64
 **Input shapes.** ``X`` may be 2-D ``(n_samples, n_features)``, each row
 a flattened image in (height, width, channels) row-major order; 3-D
 ``(n_samples, height, width)`` grayscale images; or 4-D ``(n_samples,
-height, width, channels)`` channels-last images. The shape of one image
-is resolved at fit time, in this order:
+height, width, channels)`` channels-last images. With
+``data_format="channels_first"`` (PyTorch's layout) 4-D images are
+``(n_samples, channels, height, width)`` and 2-D rows are flattened in
+(channels, height, width) order. The shape of one image is resolved at
+fit time, in this order:
 
 - 3-D / 4-D ``X`` carries it (``image_shape``, if given, must agree);
 - ``image_shape=(height, width, channels)`` is used as given;
@@ -26,6 +29,14 @@ is resolved at fit time, in this order:
   the network an MLP over the features.
 
 Prediction accepts the fitted per-sample shape or its flattened rows.
+
+**Input scaling.** With the default ``input_scaling="standard"`` the
+network starts by standardizing each channel with the mean and standard
+deviation of the training images (weighted by ``sample_weight``), learned
+at the first ``fit`` / ``partial_fit`` of a model and stored in
+``input_mean_`` and ``input_scale_``; ``predict``, ``transform``, ONNX,
+saved models and plots apply them. Raw pixels (uint8 0-255, digits'
+0-16) then train as well as pixels scaled to [0, 1].
 Any image size works with any architecture: a "valid" convolution
 kernel or a pooling window larger than its input map is clipped to the
 map's size, so no feature map ever vanishes.
@@ -49,6 +60,18 @@ PARAMETERS = """\
 image_shape : tuple of int, default=None
     ``(height, width)`` or ``(height, width, channels)`` of one sample
     when ``X`` is 2-D. See "Input shapes" above for ``None``.
+
+data_format : {"channels_last", "channels_first"}, default="channels_last"
+    Where the channels are in 4-D ``X``, ``(n, height, width, channels)``
+    or ``(n, channels, height, width)`` (Keras's name), and the order of a
+    2-D row's values. With the default, 4-D input that looks channels-first
+    (e.g. ``(n, 3, 32, 32)``) gets a warning.
+
+input_scaling : {"standard"} or None, default="standard"
+    "standard": per-channel standardization of the input, learned when a
+    model is first fitted (see "Input scaling" above); ``coefs_[0]`` then
+    acts on ``(X - input_mean_) / input_scale_``. None: ``coefs_[0]`` acts
+    on X as given.
 
 conv_filters : array-like of int, default=(32, 64)
     Number of filters of each convolution block; one block
@@ -202,6 +225,10 @@ feature_names_in_ : ndarray of shape (n_features_in_,)
 
 image_shape_ : tuple of int
     Resolved ``(height, width, channels)`` of one sample.
+
+input_mean_, input_scale_ : ndarray of shape (channels,) or None
+    The input scaling's per-channel mean and standard deviation (1 for a
+    constant channel); None with ``input_scaling=None``.
 
 coefs_ : list of ndarray
     The live weights, one per convolution or dense layer in order:

@@ -1,11 +1,13 @@
 """Image-shape handling: how the rows of X map onto (height, width, channels).
 
 X reaches the estimator as 2-D ``(n_samples, n_features)`` rows -- each a
-flattened image in (height, width, channels) row-major order -- or as 3-D
-``(n, height, width)`` / 4-D ``(n, height, width, channels)`` arrays. The
-estimator validates everything in the 2-D form (so scikit-learn's
-``validate_data`` records ``n_features_in_`` and feature names as usual) and
-remembers the per-sample shape the images came in.
+flattened image in (height, width, channels) row-major order, or (channels,
+height, width) with ``data_format="channels_first"`` -- or as 3-D
+``(n, height, width)`` / 4-D ``(n, height, width, channels)`` arrays
+(``(n, channels, height, width)`` when channels-first). The estimator
+validates everything in the 2-D form (so scikit-learn's ``validate_data``
+records ``n_features_in_`` and feature names as usual), remembers the
+per-sample shape the images came in, and computes on channels-last rows.
 """
 
 from math import isqrt
@@ -15,13 +17,16 @@ import scipy.sparse as sp
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._params import check_image_shape
+from ._warn import warn
 
 
-def split_images(X):
+def split_images(X, data_format="channels_last"):
     """Return ``(X_2d, sample_shape)``.
 
     ``sample_shape`` is ``(height, width, channels)`` when X came as 3-D or
     4-D images, else None (X is passed through untouched for validation).
+    With ``data_format="channels_first"`` 4-D images are ``(n, channels,
+    height, width)`` and become channels-last rows (a copy).
     """
     if sp.issparse(X) or hasattr(X, "columns") or hasattr(X, "iloc"):
         return X, None  # scipy sparse and pandas objects are 2-D already
@@ -43,6 +48,17 @@ def split_images(X):
             f"or 4-D (n_samples, height, width, channels); got a {X.ndim}-D array "
             f"of shape {X.shape}."
         )
+    if X.ndim == 4:
+        if data_format == "channels_first":
+            X = np.moveaxis(np.asarray(X), 1, -1)
+        elif X.shape[1] in (1, 3, 4) and min(X.shape[2:]) > 4:
+            warn(
+                f"X has shape {X.shape}: it looks like channels-first images "
+                f"({X.shape[1]} channels of {X.shape[2]}x{X.shape[3]}, PyTorch's "
+                "layout), but they are read as channels-last "
+                f"({X.shape[1]}x{X.shape[2]} images with {X.shape[3]} channels). "
+                "Pass data_format='channels_first' if the channels come first."
+            )
     shape = tuple(int(s) for s in X.shape[1:]) + ((1,) if X.ndim == 3 else ())
     if min(shape, default=0) < 1 or X.shape[0] < 1:
         # leave empty arrays to validate_data's standard error message
@@ -135,10 +151,57 @@ def check_magnitude(X):
 
 
 def validate_images(est, X):
-    """X for a fitted estimator: its image shape, its dtype, sane values."""
+    """X for a fitted estimator: its image shape, its dtype, sane values.
+
+    Returns channels-last rows, whatever ``data_format``.
+    """
     check_is_fitted(est)
-    X, sample_shape = split_images(X)
+    X, sample_shape = split_images(X, est.data_format)
     check_sample_shape(sample_shape, est.image_shape_)
     X = validate_data(est, X, dtype=est.coefs_[0].dtype, reset=False)
     check_magnitude(X)
+    if sample_shape is None:
+        X = rows_to_channels_last(X, est.image_shape_, est.data_format)
     return X
+
+
+def rows_to_channels_last(X, image_shape, data_format):
+    """Flattened rows in ``data_format`` order as (height, width, channels)
+    rows: channels-first rows are flattened (channels, height, width)."""
+    height, width, channels = image_shape
+    if data_format == "channels_last" or channels == 1:
+        return X
+    images = X.reshape(len(X), channels, height, width)
+    return np.ascontiguousarray(images.transpose(0, 2, 3, 1)).reshape(len(X), -1)
+
+
+def channel_statistics(X, channels, sample_weight=None):
+    """Weighted per-channel mean and standard deviation of channels-last rows.
+
+    Over every sample (weighted, so an integer weight counts as repeated
+    rows) and pixel; two passes in chunks, in float64, so neither a float64
+    copy of X nor the cancellation of E[x^2] - E[x]^2 is needed. A constant
+    channel gets the scale 1, as in StandardScaler.
+    """
+    n = X.shape[0]
+    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, float)
+    total = w.sum() * (X.shape[1] // channels)
+    # chunks of about 1M values: the float64 temporaries stay small
+    step = max(1, 2**20 // max(1, X.shape[1]))
+    chunks = [slice(i, i + step) for i in range(0, n, step)]
+
+    def weighted_sum(f):
+        out = np.zeros(channels)
+        for rows in chunks:
+            # C order whatever X's: the same sums, to the last bit, for a
+            # Fortran-ordered array or a DataFrame's
+            values = np.ascontiguousarray(X[rows], dtype=np.float64)
+            values = values.reshape(len(values), -1, channels)
+            out += np.einsum("n,npc->c", w[rows], f(values))
+        return out
+
+    mean = weighted_sum(lambda v: v) / total
+    var = weighted_sum(lambda v: (v - mean) ** 2) / total
+    scale = np.sqrt(var)
+    scale[scale < 10 * np.finfo(np.float64).eps * np.maximum(1, np.abs(mean))] = 1.0
+    return mean, scale

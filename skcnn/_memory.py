@@ -22,6 +22,7 @@ from math import prod
 import numpy as np
 
 from . import _engine
+from ._blocks import Standardize
 from ._image import resolve_image_shape
 from ._network import Design, build_network
 from ._parallel import blas_threads, n_parts
@@ -100,9 +101,10 @@ def step_values_per_sample(arch, dropout=0.0, augment_shift=None):
     # per layer its input, output, delta and the delta w.r.t. its input
     kept += 3 * dense[0] + 4 * sum(dense[1:]) + 3 * hidden * bool(dropout)
     kept += 6 * dense[-1]  # logits, probabilities, dlogits, targets
-    # the minibatch copy of X (shuffled rows) and augmentation's copies
+    # the minibatch copy of X (shuffled rows), the input scaling's copy and
+    # augmentation's copies
     first = _input_values(arch)
-    inputs = first
+    inputs = first * (2 if _scales_input(arch) else 1)
     if augment_shift is not None and arch.conv_blocks:
         height, width, channels = arch.conv_blocks[0].in_shape
         inputs += (height + 2 * augment_shift) * (width + 2 * augment_shift) * channels
@@ -110,9 +112,14 @@ def step_values_per_sample(arch, dropout=0.0, augment_shift=None):
     return kept + transient + inputs
 
 
+def _scales_input(arch):
+    return isinstance(arch.layers[0], Standardize)
+
+
 def predict_values_per_sample(arch):
     """Values one sample occupies at the peak of an inference pass."""
-    peak = previous = 0
+    # the input scaling's copy of the input, alive through the first layer
+    peak = previous = _input_values(arch) if _scales_input(arch) else 0
     for k, block in enumerate(arch.conv_blocks):
         inp, padded, cols, conv, pooled, _ = _block_sizes(block)
         # alive: the block's input (a view of X for the first block) and,

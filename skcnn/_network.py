@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from ._blocks import ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool
+from ._blocks import ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool, Standardize
 from ._params import layer_sizes, per_block
 
 
@@ -29,6 +29,8 @@ class Weights:
     scales: list = None
     means: list = None
     vars: list = None
+    input_mean: np.ndarray = None  # the input scaling, per channel
+    input_scale: np.ndarray = None
 
     def trainable(self):
         """What the optimizer updates, in its fixed order."""
@@ -71,6 +73,7 @@ class Design:
     hidden_layer_sizes: tuple = (64,)
     activation: str = "relu"
     dropout: float = 0.0
+    input_scaling: str = None
 
     @classmethod
     def of(cls, est):
@@ -115,6 +118,11 @@ class Network:
     @property
     def n_outputs(self):
         return self.layers[-1].n_out
+
+    def conv_block_end(self, k):
+        """How many layers run up to and including conv block ``k``."""
+        blocks = [i for i, x in enumerate(self.layers) if isinstance(x, ConvBlock)]
+        return blocks[k] + 1
 
     def output_size(self, stop=None):
         """Values per sample after the first ``stop`` layers (all: None)."""
@@ -179,12 +187,12 @@ def build_network(image_shape, design, n_outputs, out_activation):
         per_block(design.pool_size, n_blocks, "pool_size"),
         per_block(design.strides, n_blocks, "strides"),
     )
-    layers = []
     shape = tuple(int(s) for s in image_shape)
+    layers = [Standardize(shape)] if design.input_scaling is not None else []
     for index, (f, kernel, pool, stride) in enumerate(per):
         layers.append(_conv_block(index, shape, f, kernel, pool, stride, design))
         shape = layers[-1].out_shape
-    if not layers:
+    if not n_blocks:
         layers.append(Flatten(shape))
         n_flat = int(np.prod(shape))
     elif design.global_pooling:

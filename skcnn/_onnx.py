@@ -91,8 +91,18 @@ def _network_nodes(g, est):
         return g.node(op, [x]) if op else x
 
     height, width, channels = est.image_shape_
-    x = "X"
-    if net.conv_blocks:
+    first = est.data_format == "channels_first"
+    x = "X"  # rows in data_format order
+    if weights.input_mean is not None:  # the input scaling, on the rows
+        per_row = np.repeat if first else np.tile
+        mean = per_row(weights.input_mean, height * width)
+        x = g.node("Sub", [x, g.const(mean)])
+        x = g.node("Div", [x, g.const(per_row(weights.input_scale, height * width))])
+    if first:  # NCHW already; dense layers read (H, W, C) rows
+        x = g.node("Reshape", [x, g.const([-1, channels, height, width], np.int64)])
+        if not net.conv_blocks:
+            x = g.node("Transpose", [x], perm=[0, 2, 3, 1])
+    elif net.conv_blocks:
         shape = g.const([-1, height, width, channels], dtype=np.int64)
         x = g.node("Transpose", [g.node("Reshape", [x, shape])], perm=[0, 3, 1, 2])
     for k, block in enumerate(net.conv_blocks):

@@ -12,6 +12,8 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 
 PARAMETER_CONSTRAINTS = {
     "image_shape": [None, "array-like"],
+    "data_format": [StrOptions({"channels_last", "channels_first"})],
+    "input_scaling": [StrOptions({"standard"}), None],
     "conv_filters": ["array-like", Interval(Integral, 1, None, closed="left")],
     "kernel_size": [Interval(Integral, 1, None, closed="left"), "array-like"],
     "pool_size": [Interval(Integral, 1, None, closed="left"), "array-like"],

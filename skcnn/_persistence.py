@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._optimizers import make_optimizer
 
 FORMAT = "skcnn-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: input scaling, data_format
 
 # Fitted attributes stored in the JSON document as they are.
 _SCALARS = [
@@ -51,6 +51,8 @@ _ARRAY_LISTS = [
     "batch_norm_means_",
     "batch_norm_vars_",
 ]
+# Fitted arrays (or None), stored under their own names.
+_ARRAYS = ["input_mean_", "input_scale_"]
 
 
 def _jsonable(value):
@@ -101,6 +103,9 @@ def save(estimator, path):
         meta["arrays"][name] = None if values is None else len(values)
         for i, a in enumerate(values or []):
             arrays[f"{name}{i}"] = a
+    for name in _ARRAYS:
+        if getattr(estimator, name) is not None:
+            arrays[name] = getattr(estimator, name)
     _write_atomically(path, __meta__=np.array(json.dumps(meta)), **arrays)
 
 
@@ -203,6 +208,13 @@ def load(path):
                 name,
                 None if count is None else [arrays[f"{name}{i}"] for i in range(count)],
             )
+        for name in _ARRAYS:
+            setattr(est, name, arrays.get(name))
+            value = getattr(est, name)
+            if (est.input_scaling is None) != (value is None) or (
+                value is not None and value.shape != est.image_shape_[2:]
+            ):
+                raise ValueError(f"{name} does not match the input scaling")
         est._net = est._build_network()
         expected = est._net.coef_shapes
         if [c.shape for c in est.coefs_] != [tuple(s) for s in expected] or any(

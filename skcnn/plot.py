@@ -150,11 +150,10 @@ class FeatureMapDisplay(_ImageGridDisplay):
         if not 0 <= block < n_blocks:
             raise ValueError(f"block must be in [0, {n_blocks}); got {block}.")
         X = validate_images(estimator, np.asarray(x)[None])
-        # the conv blocks are the network's first layers
         maps, _ = forward(
             estimator._net,
             estimator._weights(),
             X.reshape((1,) + estimator.image_shape_),
-            stop=block + 1,
+            stop=estimator._net.conv_block_end(block),
         )
         return cls(np.moveaxis(maps[0], -1, 0), f"conv block {block}").plot(ax=ax)

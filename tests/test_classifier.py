@@ -306,7 +306,9 @@ def test_sgd_step_matches_mlpclassifier(n_classes, weighted):
         random_state=0,
         max_iter=1,
     )
-    ours = CNNClassifier(conv_filters=(), **params).fit(X, y, sample_weight=sw)
+    ours = CNNClassifier(conv_filters=(), input_scaling=None, **params).fit(
+        X, y, sample_weight=sw
+    )
     mlp = MLPClassifier(**params).fit(X, y, **mlp_kw)
     for theirs, mine in zip(
         mlp.coefs_ + mlp.intercepts_, ours.coefs_ + ours.intercepts_

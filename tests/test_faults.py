@@ -54,7 +54,7 @@ def test_ctrl_c_in_fit_raises_and_leaves_a_usable_model():
     result = _run(
         """
         clf = CNNClassifier(conv_filters=(16,), batch_size=8, max_iter=10000,
-                            max_steps=None,
+                            max_steps=None, n_iter_no_change=float("inf"),
                             random_state=0)
         ctrl_c_in(1.0)
         start = time.perf_counter()
@@ -106,6 +106,7 @@ def test_ctrl_c_stops_a_grid_search():
 
         search = GridSearchCV(
             Counting(conv_filters=(16,), batch_size=8, max_iter=300, max_steps=None,
+                     n_iter_no_change=float("inf"),
                      random_state=0),
             {"learning_rate_init": [1e-3, 2e-3, 3e-3, 4e-3]},
             cv=2, n_jobs=1, error_score="raise",

@@ -306,7 +306,9 @@ def test_estimates_cover_the_measured_peak(name):
     ).total
     assert fit_peak <= fit <= 2 * fit_peak, (fit_peak, fit)
     predict = _memory.predict_estimate(est._net, n, itemsize)
-    assert predict_peak <= predict <= 3 * predict_peak, (predict_peak, predict)
+    # (one part per thread alive at once is the bound; a run whose pool
+    # thread starts late holds only one part and measures half of it)
+    assert predict_peak <= predict <= 4 * predict_peak, (predict_peak, predict)
 
 
 def test_available_memory_is_plausible():

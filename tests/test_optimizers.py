@@ -255,7 +255,9 @@ def _mlp_twins(max_iter, regression=False, **params):
         random_state=0,
         **params,
     )
-    ours = ours_class(conv_filters=(), max_iter=1, warm_start=True, **common)
+    ours = ours_class(
+        conv_filters=(), input_scaling=None, max_iter=1, warm_start=True, **common
+    )
     mlp = mlp_class(max_iter=1, warm_start=True, **common)
     ours.fit(X, y)
     mlp.fit(X, y)

@@ -99,7 +99,7 @@ def saved(images, tmp_path):
 
 def test_incompatible_version(saved):
     _rewrite(saved, lambda meta, arrays: meta.update(format_version=99))
-    with pytest.raises(ValueError, match="format 99.*reads format 1"):
+    with pytest.raises(ValueError, match="format 99.*reads format 2"):
         skcnn.load(saved)
 
 
