@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy.testing import assert_array_equal
 
 from skcnn import CNNClassifier
 
@@ -59,6 +60,18 @@ def test_out_of_core_memory_does_not_grow_with_the_file(tmp_path):
 def test_out_of_core_example_learns():
     main = runpy.run_path(str(EXAMPLES / "out_of_core.py"))["main"]
     assert main() > 0.9
+
+
+@pytest.mark.slow  # starts a LocalCluster of two worker processes
+def test_dask_predict_example(capsys):
+    pytest.importorskip("distributed")
+    result = runpy.run_path(str(EXAMPLES / "dask_predict.py"))["main"]()
+    # the labels the workers computed are those of predict in memory
+    assert_array_equal(result["labels"], result["clf"].predict(result["X_test"]))
+    assert result["accuracy"] > 0.95
+    out = capsys.readouterr().out
+    assert "899 images in 8 blocks" in out
+    assert "16 block tasks" in out
 
 
 @pytest.mark.slow
