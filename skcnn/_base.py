@@ -440,6 +440,49 @@ class BaseCNN(TrainingLoop, BaseEstimator):
             tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
+    def summary(self):
+        """The network as a table, like Keras's ``model.summary()``.
+
+        One row per layer (a conv block as its conv, batch norm, activation
+        and pooling) with its output shape for one sample and its trainable
+        and non-trainable parameter counts; then the totals, the input
+        scaling, the compute dtype and the estimated memory of one training
+        step at ``batch_size`` and of one prediction chunk.
+
+        Available after ``fit``, and before it when ``image_shape`` is
+        ``(height, width, channels)``: the number of outputs is then unknown
+        and the output layer's parameters are given per output.
+
+        Returns
+        -------
+        text : str
+            The table; ``print(est.summary())`` shows it.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit`` without a 3-tuple ``image_shape``.
+
+        Examples
+        --------
+        >>> from skcnn import CNNClassifier
+        >>> clf = CNNClassifier(image_shape=(8, 8, 1), conv_filters=(4,),
+        ...                     hidden_layer_sizes=(16,))
+        >>> print(clf.summary())  # doctest: +ELLIPSIS, +NORMALIZE_WHITESPACE
+        CNNClassifier, not fitted: 8x8x1 images ...
+        conv 3x3, 4 filters, relu (6, 6, 4) 40
+        max pool 2x2 (3, 3, 4) 0
+        flatten (36,) 0
+        dense 16, relu (16,) 592
+        output dense, softmax/logistic (n_outputs,) 17/output
+        ...
+        Trainable params: 632 + 17 per output
+        ...
+        """
+        from ._summary import summary
+
+        return summary(self)
+
 
 def _is_state(name):
     """Fitted state: public ``*_`` and private ``_*`` attributes, except the
