@@ -1,0 +1,81 @@
+"""The arithmetic of benchmarks/bench_shapes.py, without timing anything."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_shapes.py"
+
+# The reference network (28x28x1, conv 32 and 64 valid, max-pool 2, dense
+# 64, 10 classes), counted by hand:
+# conv1 26x26 outputs, 3x3x1 -> 32:  2 * 26*26 * 9*1 * 32   =   389_376
+# conv2 11x11 outputs, 3x3x32 -> 64: 2 * 11*11 * 9*32 * 64  = 4_460_544
+# dense 5*5*64 = 1600 -> 64:         2 * 1600 * 64          =   204_800
+# dense 64 -> 10:                    2 * 64 * 10            =     1_280
+# forward 5_056_000; backward twice that but conv1's input gradient:
+REFERENCE_FLOPS = 3 * 5_056_000 - 389_376  # bench_mnist's "14.8 MFLOP"
+# (3*3*1*32 + 32) + (3*3*32*64 + 64) + (1600*64 + 64) + (64*10 + 10)
+REFERENCE_PARAMS = 320 + 18_496 + 102_464 + 650
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    # the module sets OMP_WAIT_POLICY on import: keep the session's as it was
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    spec = importlib.util.spec_from_file_location("bench_shapes", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reference_training_flops(bench):
+    assert bench.training_flops(bench.SHAPES["ref"]) == REFERENCE_FLOPS
+    assert round(REFERENCE_FLOPS / 1e6, 1) == 14.8
+
+
+def test_training_flops_count_same_padding_over_the_full_map(bench):
+    # 28x28 "same": 28x28 conv outputs; 14x14 after the pool; 7x7x64 flat
+    forward = (
+        2 * 28 * 28 * 9 * 32 + 2 * 14 * 14 * 9 * 32 * 64 + 2 * 3136 * 64 + 2 * 64 * 10
+    )
+    assert (
+        bench.training_flops(bench.SHAPES["avg"]) == 3 * forward - 2 * 28 * 28 * 9 * 32
+    )
+
+
+def test_reference_param_count(bench):
+    assert bench.skcnn_param_count(bench.SHAPES["ref"]) == REFERENCE_PARAMS
+
+
+def test_param_count_mismatch_raises(bench, monkeypatch):
+    monkeypatch.setattr(bench, "torch_param_count", lambda torch, shape: 1)
+    with pytest.raises(AssertionError, match="skcnn 121930 != PyTorch 1"):
+        bench.check_param_counts(None, bench.SHAPES["ref"])
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None, reason="PyTorch not installed"
+)
+def test_pytorch_networks_have_skcnn_param_counts():
+    # in a subprocess: PyTorch (and its OpenMP runtime) stays out of the
+    # test session
+    code = (
+        "import json, sys, torch; sys.path.insert(0, sys.argv[1]); "
+        "import bench_shapes as b; "
+        "print(json.dumps({n: b.check_param_counts(torch, s) "
+        "for n, s in b.SHAPES.items()}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(BENCH.parent)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=BENCH.parents[1],
+    )
+    counts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert counts["ref"] == [REFERENCE_PARAMS, REFERENCE_PARAMS]
+    assert all(ours == theirs for ours, theirs in counts.values())
