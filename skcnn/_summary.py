@@ -18,7 +18,14 @@ from sklearn.base import is_classifier
 from sklearn.exceptions import NotFittedError
 
 from . import _engine
-from ._blocks import ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool
+from ._blocks import (
+    ConvBlock,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    Standardize,
+)
 from ._memory import batch_size_for, fit_estimate, format_bytes, predict_estimate
 from ._network import Design, build_network
 from ._params import check_image_shape
@@ -169,6 +176,8 @@ def layer_rows(net, fitted=True):
     last = len(net.layers) - 1
     for i, layer in enumerate(net.layers):
         stop = i + 1
+        if isinstance(layer, Standardize):
+            continue  # the "input scaling" row, from the fitted statistics
         if isinstance(layer, ConvBlock):
             rows += _conv_rows(layer, stop)
         elif isinstance(layer, Flatten):

@@ -112,7 +112,7 @@ def test_shapes_are_the_forward_pass_shapes(name):
     for row, (i, block) in zip(conv_rows, blocks):
         block_input, _ = forward(est._net, weights, x, stop=i)
         full, _ = conv2d_forward(
-            block_input, weights.coefs[i], block.stride, block.pads
+            block_input, weights.coefs[block.index], block.stride, block.pads
         )
         assert row.shape == full.shape[1:], row
 
@@ -124,6 +124,7 @@ def test_reference_network_matches_hand_counts():
     layers = [(r.name, r.shape, r.trainable) for r in table_rows(est)]
     assert layers == [
         ("input", (28, 28, 1), 0),
+        ("input scaling", (28, 28, 1), 0),  # the default: 2 fitted values
         ("conv 3x3, 32 filters, relu", (26, 26, 32), 3 * 3 * 32 + 32),
         ("max pool 2x2", (13, 13, 32), 0),
         ("conv 3x3, 64 filters, relu", (11, 11, 64), 3 * 3 * 32 * 64 + 64),
@@ -139,7 +140,7 @@ def test_reference_network_matches_hand_counts():
 
 def test_batch_norm_rows_split_the_block():
     est, _ = _fitted("batch_norm")
-    names = [r.name for r in table_rows(est)][1:5]
+    names = [r.name for r in table_rows(est)][2:6]  # after input and scaling
     assert names == ["conv 3x3, 32 filters", "batch norm", "relu", "max pool 2x2"]
     norm = [r for r in table_rows(est) if r.name == "batch norm"]
     # scale and shift trainable, running mean and variance fixed
