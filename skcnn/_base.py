@@ -21,6 +21,7 @@ from sklearn.utils.validation import (
 
 from ._engine import predict_rows
 from ._image import (
+    channel_range,
     channel_statistics,
     check_magnitude,
     check_sample_shape,
@@ -74,11 +75,11 @@ class BaseCNN(TrainingLoop, BaseEstimator):
         *,
         image_shape=None,
         data_format="channels_last",
-        input_scaling="standard",
+        input_scaling="minmax",
         conv_filters=(32, 64),
         kernel_size=3,
         pool_size=2,
-        padding="valid",
+        padding="same",
         pooling="max",
         strides=1,
         global_pooling=False,
@@ -345,10 +346,11 @@ class BaseCNN(TrainingLoop, BaseEstimator):
 
     def _fit_input_scaling(self, X, channels, sample_weight):
         """The input scaling's statistics, learned once per new model."""
-        self.input_mean_ = self.input_scale_ = None
-        if self.input_scaling == "standard":
-            mean, scale = channel_statistics(X, channels, sample_weight)
-            self.input_mean_ = mean.astype(X.dtype)
+        self.input_offset_ = self.input_scale_ = None
+        if self.input_scaling is not None:
+            statistics = {"minmax": channel_range, "standard": channel_statistics}
+            offset, scale = statistics[self.input_scaling](X, channels, sample_weight)
+            self.input_offset_ = offset.astype(X.dtype)
             self.input_scale_ = scale.astype(X.dtype)
 
     def _build_network(self):
@@ -365,7 +367,7 @@ class BaseCNN(TrainingLoop, BaseEstimator):
             self.batch_norm_scales_,
             self.batch_norm_means_,
             self.batch_norm_vars_,
-            self.input_mean_,
+            self.input_offset_,
             self.input_scale_,
         )
 
@@ -470,13 +472,14 @@ class BaseCNN(TrainingLoop, BaseEstimator):
         ...                     hidden_layer_sizes=(16,))
         >>> print(clf.summary())  # doctest: +ELLIPSIS, +NORMALIZE_WHITESPACE
         CNNClassifier, not fitted: 8x8x1 images ...
-        conv 3x3, 4 filters, relu (6, 6, 4) 40
-        max pool 2x2 (3, 3, 4) 0
-        flatten (36,) 0
-        dense 16, relu (16,) 592
+        input scaling (8, 8, 1) 0 2
+        conv 3x3, 4 filters, same, relu (8, 8, 4) 40
+        max pool 2x2 (4, 4, 4) 0
+        flatten (64,) 0
+        dense 16, relu (16,) 1,040
         output dense, softmax/logistic (n_outputs,) 17/output
         ...
-        Trainable params: 632 + 17 per output
+        Trainable params: 1,080 + 17 per output
         ...
         """
         from ._summary import summary

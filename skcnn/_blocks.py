@@ -33,7 +33,7 @@ from ._layers import (
 
 @dataclass(frozen=True)
 class Standardize:
-    """``(x - input_mean) / input_scale`` per channel: the input scaling.
+    """``(x - input_offset) / input_scale`` per channel: the input scaling.
 
     The statistics are fitted, not trained: they sit in ``Weights`` beside
     the parameters and have no gradient. The output is a new array -- at
@@ -50,7 +50,7 @@ class Standardize:
         return self.out_size
 
     def forward(self, weights, x, train, mask=None):
-        out = np.subtract(x, weights.input_mean, dtype=x.dtype)
+        out = np.subtract(x, weights.input_offset, dtype=x.dtype)
         out *= (1 / weights.input_scale).astype(x.dtype)
         return out, None
 

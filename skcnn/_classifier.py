@@ -79,7 +79,7 @@ Examples
 >>> clf.fit(X[:500] / 16, y[:500]).image_shape_
 (8, 8, 1)
 >>> [w.shape for w in clf.coefs_]
-[(3, 3, 1, 8), (72, 64), (64, 10)]
+[(3, 3, 1, 8), (128, 64), (64, 10)]
 >>> clf.predict_proba(X[:2] / 16).shape
 (2, 10)
 >>> clf.transform(X[:2] / 16).shape
@@ -92,11 +92,11 @@ Examples
         *,
         image_shape=None,
         data_format="channels_last",
-        input_scaling="standard",
+        input_scaling="minmax",
         conv_filters=(32, 64),
         kernel_size=3,
         pool_size=2,
-        padding="valid",
+        padding="same",
         pooling="max",
         strides=1,
         global_pooling=False,

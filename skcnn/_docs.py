@@ -8,7 +8,9 @@ stopping measures ("accuracy" or "R^2").
 
 SHARED_INTRO = """\
 The default network is conv 3x3x32 -> ReLU -> max-pool 2 -> conv 3x3x64
--> ReLU -> max-pool 2 -> flatten -> dense 64 -> ReLU -> output layer.
+-> ReLU -> max-pool 2 -> flatten -> dense 64 -> ReLU -> output layer,
+with "same" padding so that small images (8x8 digits) keep their maps;
+``padding="valid"`` gives the classic MNIST network of the benchmarks.
 
 **Input shapes.** ``X`` may be 2-D ``(n_samples, n_features)``, each row
 a flattened image in (height, width, channels) row-major order; 3-D
@@ -30,16 +32,20 @@ fit time, in this order:
 
 Prediction accepts the fitted per-sample shape or its flattened rows.
 
-**Input scaling.** With the default ``input_scaling="standard"`` the
-network starts by standardizing each channel with the mean and standard
-deviation of the training images (weighted by ``sample_weight``), learned
-at the first ``fit`` / ``partial_fit`` of a model and stored in
-``input_mean_`` and ``input_scale_``; ``predict``, ``transform``, ONNX,
-saved models and plots apply them. Raw pixels (uint8 0-255, digits'
-0-16) then train as well as pixels scaled to [0, 1].
 Any image size works with any architecture: a "valid" convolution
 kernel or a pooling window larger than its input map is clipped to the
 map's size, so no feature map ever vanishes.
+
+**Input scaling.** The network starts by scaling each channel of the
+input with statistics of the training images, learned at the first
+``fit`` / ``partial_fit`` of a model and stored in ``input_offset_`` and
+``input_scale_``: it computes on ``(X - input_offset_) / input_scale_``.
+The default "minmax" maps each channel's range to [0, 1] (a black
+background stays 0, which the zero padding matches); "standard" uses the
+mean and standard deviation (weighted by ``sample_weight``). Raw pixels
+(uint8 0-255, digits' 0-16) then train exactly as pixels scaled to
+[0, 1]. ``predict``, ``transform``, ONNX, saved models and plots apply the
+scaling.
 
 **Training.** Ctrl-C during ``fit`` or ``partial_fit`` stops after the
 current minibatch and then raises ``KeyboardInterrupt``, so that a
@@ -67,11 +73,13 @@ data_format : {"channels_last", "channels_first"}, default="channels_last"
     2-D row's values. With the default, 4-D input that looks channels-first
     (e.g. ``(n, 3, 32, 32)``) gets a warning.
 
-input_scaling : {"standard"} or None, default="standard"
-    "standard": per-channel standardization of the input, learned when a
-    model is first fitted (see "Input scaling" above); ``coefs_[0]`` then
-    acts on ``(X - input_mean_) / input_scale_``. None: ``coefs_[0]`` acts
-    on X as given.
+input_scaling : {"minmax", "standard"} or None, default="minmax"
+    Per-channel scaling of the input learned when a model is first fitted
+    (see "Input scaling" above): "minmax" by the channel's minimum and
+    range (over samples of non-zero weight), "standard" by its weighted
+    mean and standard deviation; ``coefs_[0]`` then acts on ``(X -
+    input_offset_) / input_scale_``. None: ``coefs_[0]`` acts on X as
+    given.
 
 conv_filters : array-like of int, default=(32, 64)
     Number of filters of each convolution block; one block
@@ -88,10 +96,12 @@ pool_size : int or tuple of int, default=2
     in Keras and PyTorch: a trailing row/column that does not fill a
     window is dropped.
 
-padding : {"valid", "same"}, default="valid"
+padding : {"valid", "same"}, default="same"
     "valid" uses no padding; "same" zero-pads so that the output has the
     input's size (as Keras: the extra row/column of an even kernel is
-    padded at the bottom/right).
+    padded at the bottom/right). "same" keeps the maps of small images
+    (8x8 digits: 0.962 test accuracy with the defaults against 0.955 with
+    "valid").
 
 pooling : {"max", "avg"}, default="max"
     Max or average pooling.
@@ -140,7 +150,9 @@ alpha : float, default=0.0001
     has no L2 term.
 
 batch_size : int or "auto", default="auto"
-    Minibatch size; "auto" means ``min(200, n_samples)``.
+    Minibatch size; "auto" means ``min(200, max(64, n_samples // 16))``
+    (clipped to ``n_samples``): MLPClassifier's 200 on large sets, but
+    about 16 minibatches an epoch on small ones, down to 64.
 
 learning_rate : {"constant", "invscaling", "adaptive", "cosine"}, \
         default="constant"
@@ -165,10 +177,11 @@ max_steps : int or None, default=6000
     Budget of optimizer steps (minibatches) per ``fit``: training runs
     ``min(max_iter, ceil(max_steps / batches_per_epoch))`` epochs, so the
     amount of training follows the data. With the other defaults that is
-    20 epochs of 60,000 MNIST images (99.2 % test accuracy in about 5
-    minutes on 2 cores) and ``max_iter`` epochs of a small set (1,000
-    steps for 1,000 images), where 20 epochs would be 100 steps and leave
-    the model under-trained. The planned epochs are also the horizon of
+    20 epochs of 60,000 MNIST images (99.18 % test accuracy in about 4
+    minutes on 2 cores) and up to ``max_iter`` epochs of a small set
+    (scikit-learn's 899 training digits: about 85 epochs of 15 steps
+    before the ``tol`` rule stops), where 20 epochs would leave the model
+    under-trained. The planned epochs are also the horizon of
     ``learning_rate="cosine"``. None: ``max_iter`` epochs.
     ``partial_fit`` always runs one epoch.
 
@@ -226,9 +239,10 @@ feature_names_in_ : ndarray of shape (n_features_in_,)
 image_shape_ : tuple of int
     Resolved ``(height, width, channels)`` of one sample.
 
-input_mean_, input_scale_ : ndarray of shape (channels,) or None
-    The input scaling's per-channel mean and standard deviation (1 for a
-    constant channel); None with ``input_scaling=None``.
+input_offset_, input_scale_ : ndarray of shape (channels,) or None
+    The input scaling's per-channel offset and scale: the minimum and
+    range ("minmax") or the mean and standard deviation ("standard"); a
+    constant channel's scale is 1. None with ``input_scaling=None``.
 
 coefs_ : list of ndarray
     The live weights, one per convolution or dense layer in order:

@@ -175,6 +175,21 @@ def rows_to_channels_last(X, image_shape, data_format):
     return np.ascontiguousarray(images.transpose(0, 2, 3, 1)).reshape(len(X), -1)
 
 
+def channel_range(X, channels, sample_weight=None):
+    """Per-channel (minimum, maximum - minimum) of channels-last rows.
+
+    Over the samples of non-zero weight (so an integer weight counts as
+    repeated rows) and every pixel; a constant channel gets the scale 1.
+    """
+    if sample_weight is not None:
+        X = X[np.asarray(sample_weight) > 0]
+    values = X.reshape(len(X), -1, channels)
+    low = values.min(axis=(0, 1)).astype(np.float64)
+    span = values.max(axis=(0, 1)).astype(np.float64) - low
+    span[span <= 10 * np.finfo(np.float64).eps * np.maximum(1, np.abs(low))] = 1.0
+    return low, span
+
+
 def channel_statistics(X, channels, sample_weight=None):
     """Weighted per-channel mean and standard deviation of channels-last rows.
 

@@ -23,6 +23,7 @@ from ._malloc import tune_malloc
 from ._network import Dropout
 from ._optimizers import cosine_factor
 from ._parallel import blas_threads, single_threaded_blas
+from ._params import resolve_batch_size
 from ._warn import warn
 
 # Weight of a batch's statistics in the running averages (PyTorch's default).
@@ -187,14 +188,12 @@ class TrainingLoop:
         return TrainingData(X, Y, sw), held_out
 
     def _batch_size(self, n_samples):
-        if self.batch_size == "auto":
-            return min(200, n_samples)
-        if self.batch_size > n_samples:
+        if self.batch_size != "auto" and self.batch_size > n_samples:
             warn(
                 "Got `batch_size` less than 1 or larger than sample size. "
                 "It is going to be clipped."
             )
-        return int(np.clip(self.batch_size, 1, n_samples))
+        return resolve_batch_size(self.batch_size, n_samples)
 
     def _current_rate(self, n_epochs):
         """The base learning rate of the coming epoch (cosine if asked)."""

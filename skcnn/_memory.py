@@ -26,7 +26,7 @@ from ._blocks import Standardize
 from ._image import resolve_image_shape
 from ._network import Design, build_network
 from ._parallel import blas_threads, n_parts
-from ._params import check_augment
+from ._params import check_augment, resolve_batch_size
 from ._sysmem import available_memory
 
 # Below this an estimate is not worth the few file reads of the memory
@@ -148,9 +148,7 @@ def _param_sizes(arch):
 
 def batch_size_for(est, n_samples):
     """The minibatch size a fit on ``n_samples`` uses (no warning here)."""
-    if est.batch_size == "auto":
-        return min(200, n_samples)
-    return int(min(max(est.batch_size, 1), n_samples))
+    return resolve_batch_size(est.batch_size, n_samples)
 
 
 def fit_estimate(

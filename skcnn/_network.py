@@ -29,7 +29,7 @@ class Weights:
     scales: list = None
     means: list = None
     vars: list = None
-    input_mean: np.ndarray = None  # the input scaling, per channel
+    input_offset: np.ndarray = None  # the input scaling, per channel
     input_scale: np.ndarray = None
 
     def trainable(self):

@@ -93,9 +93,9 @@ def _network_nodes(g, est):
     height, width, channels = est.image_shape_
     first = est.data_format == "channels_first"
     x = "X"  # rows in data_format order
-    if weights.input_mean is not None:  # the input scaling, on the rows
+    if weights.input_offset is not None:  # the input scaling, on the rows
         per_row = np.repeat if first else np.tile
-        mean = per_row(weights.input_mean, height * width)
+        mean = per_row(weights.input_offset, height * width)
         x = g.node("Sub", [x, g.const(mean)])
         x = g.node("Div", [x, g.const(per_row(weights.input_scale, height * width))])
     if first:  # NCHW already; dense layers read (H, W, C) rows

@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 PARAMETER_CONSTRAINTS = {
     "image_shape": [None, "array-like"],
     "data_format": [StrOptions({"channels_last", "channels_first"})],
-    "input_scaling": [StrOptions({"standard"}), None],
+    "input_scaling": [StrOptions({"minmax", "standard"}), None],
     "conv_filters": ["array-like", Interval(Integral, 1, None, closed="left")],
     "kernel_size": [Interval(Integral, 1, None, closed="left"), "array-like"],
     "pool_size": [Interval(Integral, 1, None, closed="left"), "array-like"],
@@ -130,3 +130,17 @@ def check_augment(augment):
             f"flips); got {augment!r}."
         )
     return int(shift), flip
+
+
+def resolve_batch_size(batch_size, n_samples):
+    """The minibatch size of a fit on ``n_samples`` samples.
+
+    "auto" is ``min(200, max(64, n_samples // 16))``, clipped to the data:
+    200 on large sets (as MLPClassifier's ``min(200, n_samples)``), but
+    about 16 minibatches an epoch down to batches of 64, so a set of 1,000
+    images is not trained in five large steps an epoch; sets of up to 64
+    samples are one batch.
+    """
+    if batch_size == "auto":
+        batch_size = min(200, max(64, n_samples // 16))
+    return int(min(max(batch_size, 1), n_samples))

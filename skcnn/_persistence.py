@@ -52,7 +52,7 @@ _ARRAY_LISTS = [
     "batch_norm_vars_",
 ]
 # Fitted arrays (or None), stored under their own names.
-_ARRAYS = ["input_mean_", "input_scale_"]
+_ARRAYS = ["input_offset_", "input_scale_"]
 
 
 def _jsonable(value):

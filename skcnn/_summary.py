@@ -32,7 +32,10 @@ from ._params import check_image_shape
 
 _HEADER = ("Layer", "Output shape", "Params", "Non-trainable")
 
-_SCALINGS = {"standard": "standard (per-channel mean/std)"}
+_SCALINGS = {
+    "minmax": "minmax (per-channel minimum and range)",
+    "standard": "standard (per-channel mean/std)",
+}
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ def _input_rows(est, shape, fitted):
     """The input and, when the input is standardized, its scaling."""
     rows = [Row("input", shape, 0, stop=0)]
     if fitted:
-        mean = getattr(est, "input_mean_", None)
+        mean = getattr(est, "input_offset_", None)
         scale = getattr(est, "input_scale_", None)
         if mean is not None:
             n_stats = np.size(mean) + (0 if scale is None else np.size(scale))
@@ -261,7 +264,7 @@ def _totals(rows, dtype):
         fixed_parts.append(f"batch-norm running means and variances {norm:,}")
     scaling = sum(r.fixed for r in rows if r.name == "input scaling")
     if scaling:
-        fixed_parts.append(f"input means and scales {scaling:,}")
+        fixed_parts.append(f"input scaling {scaling:,}")
     fixed = sum(r.fixed for r in rows)
     size = format_bytes((trainable + fixed) * dtype.itemsize)
     output = rows[-1].per_output
@@ -277,8 +280,9 @@ def _totals(rows, dtype):
 
 def _settings(est, dtype, fitted):
     if fitted:
-        scaled = getattr(est, "input_mean_", None) is not None
-        scaling = _SCALINGS["standard"] if scaled else "none"
+        scaled = getattr(est, "input_offset_", None) is not None
+        value = getattr(est, "input_scaling", None) if scaled else None
+        scaling = "none" if value is None else _SCALINGS.get(value, str(value))
         dtype_text = str(dtype)
     else:
         value = getattr(est, "input_scaling", None)
@@ -290,8 +294,11 @@ def _settings(est, dtype, fitted):
 def _memory_lines(est, net, dtype, fitted):
     itemsize = dtype.itemsize
     # a fit on exactly one batch: the step at the configured batch size
+    # ("auto": the size a large data set gets)
     batch = batch_size_for(est, 2**31)
-    fit = fit_estimate(est, net, batch, itemsize, new_model=True, new_optimizer=True)
+    fit = fit_estimate(
+        est, net, batch, itemsize, new_model=True, new_optimizer=True, batch_size=batch
+    )
     chunk = max(1, _engine.PREDICT_CHUNK_VALUES // net.max_values_per_sample())
     predict = predict_estimate(net, chunk, itemsize)
     setting = "'auto': " if est.batch_size == "auto" else ""

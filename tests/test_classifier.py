@@ -12,7 +12,13 @@ from sklearn.neural_network import MLPClassifier
 import skcnn._engine as engine
 from skcnn import CNNClassifier
 
-SMALL = dict(conv_filters=(4,), hidden_layer_sizes=(8,), max_iter=3, random_state=0)
+SMALL = dict(
+    conv_filters=(4,),
+    hidden_layer_sizes=(8,),
+    max_iter=3,
+    random_state=0,
+    padding="valid",
+)
 # MLPClassifier.fit takes sample_weight only since scikit-learn 1.7
 MLP_TAKES_SAMPLE_WEIGHT = "sample_weight" in (
     inspect.signature(MLPClassifier.fit).parameters
@@ -22,7 +28,7 @@ MLP_TAKES_SAMPLE_WEIGHT = "sample_weight" in (
 def test_reference_network_on_mnist_sized_rows():
     X = np.random.default_rng(0).uniform(0, 1, (30, 784)).astype(np.float32)
     y = np.arange(30) % 10
-    clf = CNNClassifier(max_iter=1, random_state=0).fit(X, y)
+    clf = CNNClassifier(max_iter=1, random_state=0, padding="valid").fit(X, y)
     assert clf.image_shape_ == (28, 28, 1)
     assert [w.shape for w in clf.coefs_] == [
         (3, 3, 1, 32),
@@ -105,7 +111,7 @@ def test_image_shape_rule(n_features, image_shape, expected):
 
 def test_kernel_larger_than_map_is_clipped():
     X, y = make_classification(50, 2, n_informative=2, n_redundant=0, random_state=0)
-    clf = CNNClassifier(max_iter=2, random_state=0).fit(X, y)
+    clf = CNNClassifier(max_iter=2, random_state=0, padding="valid").fit(X, y)
     assert clf.image_shape_ == (1, 1, 2)
     assert clf.coefs_[0].shape == (1, 1, 2, 32)
     assert clf.coefs_[1].shape == (1, 1, 32, 64)

@@ -98,7 +98,9 @@ def test_fit_larger_than_available_memory_raises(pretend_available):
     pretend_available(100 * MB)
     # batch norm: a minibatch is not split into parts, so its activations
     # all live at once and the batch size drives the memory
-    est = CNNClassifier(batch_size=200, max_iter=1, random_state=0, batch_norm=True)
+    est = CNNClassifier(
+        batch_size=200, max_iter=1, random_state=0, batch_norm=True, padding="valid"
+    )
     with pytest.raises(MemoryError, match="batch_size=200") as info:
         est.fit(X, y)
     message = str(info.value)

@@ -12,7 +12,13 @@ import skcnn._loop as training
 from skcnn import CNNClassifier
 from skcnn._augment import augment_batch
 
-BASE = dict(conv_filters=(4,), hidden_layer_sizes=(8,), max_iter=4, random_state=0)
+BASE = dict(
+    conv_filters=(4,),
+    hidden_layer_sizes=(8,),
+    max_iter=4,
+    random_state=0,
+    padding="valid",
+)
 
 
 def test_dropout_is_reproducible_and_off_at_predict(images):
@@ -65,7 +71,11 @@ def test_architecture_options(options, first_dense_inputs):
 def test_per_block_sizes():
     X = np.random.default_rng(0).uniform(size=(12, 12, 12, 1))
     clf = CNNClassifier(
-        conv_filters=(3, 5), kernel_size=(5, 2), pool_size=(2, 1), max_iter=1
+        conv_filters=(3, 5),
+        kernel_size=(5, 2),
+        pool_size=(2, 1),
+        max_iter=1,
+        padding="valid",
     ).fit(X, np.arange(12) % 2)
     assert clf.coefs_[0].shape == (5, 5, 1, 3)
     assert clf.coefs_[1].shape == (2, 2, 3, 5)

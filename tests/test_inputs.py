@@ -28,22 +28,37 @@ def _images(n=60, shape=(6, 5, 3), seed=0):
 # --------------------------------------------------------------------------
 
 
+def test_minmax_scaling_is_the_default_and_ignores_zero_weights():
+    X, y = _images()
+    clf = CNNClassifier(**SMALL).fit(X, y)
+    values = X.reshape(-1, 3)
+    assert_array_equal(clf.input_offset_, values.min(axis=0))
+    assert_allclose(clf.input_scale_, values.max(axis=0) - values.min(axis=0))
+    w = np.ones(len(X))
+    w[np.argmax(X[..., 1].max(axis=(1, 2)))] = 0  # the brightest sample
+    weighted = CNNClassifier(**SMALL).fit(X, y, sample_weight=w)
+    kept = X[w > 0].reshape(-1, 3)
+    assert_allclose(weighted.input_scale_, kept.max(axis=0) - kept.min(axis=0))
+    assert weighted.input_scale_[1] < clf.input_scale_[1]
+
+
 def test_statistics_are_per_channel_and_weighted():
     X, y = _images()
     w = np.random.default_rng(1).integers(0, 4, len(X)).astype(float)
-    clf = CNNClassifier(**SMALL).fit(X, y, sample_weight=w)
+    params = dict(SMALL, input_scaling="standard")
+    clf = CNNClassifier(**params).fit(X, y, sample_weight=w)
     values = X.reshape(len(X), -1, 3)
     weights = np.broadcast_to(w[:, None, None], values.shape)
     mean = np.average(values, axis=(0, 1), weights=weights)
     std = np.sqrt(np.average((values - mean) ** 2, axis=(0, 1), weights=weights))
-    assert_allclose(clf.input_mean_, mean, rtol=1e-12)
+    assert_allclose(clf.input_offset_, mean, rtol=1e-12)
     assert_allclose(clf.input_scale_, std, rtol=1e-12)
     # integer weights are repeated rows
     counts = w.astype(int)
-    repeated = CNNClassifier(**SMALL).fit(
+    repeated = CNNClassifier(**params).fit(
         np.repeat(X, counts, axis=0), np.repeat(y, counts)
     )
-    assert_allclose(repeated.input_mean_, clf.input_mean_, rtol=1e-12)
+    assert_allclose(repeated.input_offset_, clf.input_offset_, rtol=1e-12)
     assert_allclose(repeated.input_scale_, clf.input_scale_, rtol=1e-12)
 
 
@@ -51,12 +66,12 @@ def test_the_network_acts_on_standardized_input():
     X, y = _images()
     scaled = CNNClassifier(**SMALL).fit(X, y)
     raw = CNNClassifier(**SMALL, input_scaling=None).fit(X, y)
-    assert raw.input_mean_ is None and raw.input_scale_ is None
+    assert raw.input_offset_ is None and raw.input_scale_ is None
     # the same weights without scaling, applied to standardized X
     manual = CNNClassifier(**SMALL, input_scaling=None).fit(X, y)
     for name in ("coefs_", "intercepts_"):
         setattr(manual, name, [a.copy() for a in getattr(scaled, name)])
-    standardized = (X - scaled.input_mean_) / scaled.input_scale_
+    standardized = (X - scaled.input_offset_) / scaled.input_scale_
     assert_allclose(
         manual.predict_proba(standardized), scaled.predict_proba(X), rtol=1e-10
     )
@@ -65,8 +80,9 @@ def test_the_network_acts_on_standardized_input():
     )
     # a constant channel is not divided by 0
     X[..., 2] = 7.0
-    constant = CNNClassifier(**SMALL).fit(X, y)
-    assert constant.input_scale_[2] == 1.0 and constant.input_mean_[2] == 7.0
+    for scaling in ("minmax", "standard"):
+        constant = CNNClassifier(**SMALL, input_scaling=scaling).fit(X, y)
+        assert constant.input_scale_[2] == 1.0 and constant.input_offset_[2] == 7.0
 
 
 def test_raw_pixels_train_like_scaled_ones():
@@ -82,10 +98,10 @@ def test_raw_pixels_train_like_scaled_ones():
 def test_partial_fit_learns_the_statistics_from_the_first_call():
     X, y = _images(90)
     clf = CNNClassifier(**SMALL).partial_fit(X[:30], y[:30], classes=[0, 1])
-    first = clf.input_mean_.copy()
+    first = clf.input_offset_.copy()
     clf.partial_fit(X[30:] * 2, y[30:])
-    assert_array_equal(clf.input_mean_, first)  # kept, as part of the model
-    assert_allclose(first, X[:30].reshape(-1, 3).mean(axis=0), rtol=1e-12)
+    assert_array_equal(clf.input_offset_, first)  # kept, as part of the model
+    assert_array_equal(first, X[:30].reshape(-1, 3).min(axis=0))
 
 
 # --------------------------------------------------------------------------

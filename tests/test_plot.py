@@ -29,7 +29,9 @@ def _close_figures():
 @pytest.fixture
 def fitted(images):
     X, y = images
-    return CNNClassifier(conv_filters=(5, 3), max_iter=4, random_state=0).fit(X, y)
+    return CNNClassifier(
+        conv_filters=(5, 3), max_iter=4, random_state=0, padding="valid"
+    ).fit(X, y)
 
 
 def _legend_texts(display):
@@ -39,7 +41,7 @@ def _legend_texts(display):
 def _conv_relu_max_pool(x, est):
     """Block 0 of a model with valid padding, stride 1, 2x2 max pooling and
     ReLU, written out independently of skcnn's layers."""
-    mean = getattr(est, "input_mean_", None)
+    mean = getattr(est, "input_offset_", None)
     if mean is not None:  # the estimator's own input scaling
         x = (x - mean) / est.input_scale_
     W, b = est.coefs_[0], est.intercepts_[0]
@@ -184,7 +186,9 @@ def test_feature_map_display_takes_one_image_only(images):
 def test_displays_take_a_fitted_pipeline(images):
     X, y = images
     rows = X.reshape(len(X), -1) * 10 + 3  # the scaler changes the values
-    cnn = CNNClassifier(image_shape=(6, 5), conv_filters=(4,), max_iter=3)
+    cnn = CNNClassifier(
+        image_shape=(6, 5), conv_filters=(4,), max_iter=3, padding="valid"
+    )
     pipe = make_pipeline(StandardScaler(), cnn.set_params(random_state=0))
     pipe.fit(rows, y)
     cnn = pipe[-1]
@@ -212,7 +216,9 @@ def test_displays_take_a_fitted_pipeline(images):
 def test_displays_work_for_a_regressor(images):
     X, _ = images
     target = X[:, :3, :, 0].mean(axis=(1, 2))
-    reg = CNNRegressor(conv_filters=(4, 2), max_iter=3, random_state=0).fit(X, target)
+    reg = CNNRegressor(
+        conv_filters=(4, 2), max_iter=3, random_state=0, padding="valid"
+    ).fit(X, target)
     loss = LossCurveDisplay.from_estimator(reg)
     np.testing.assert_allclose(loss.line_.get_ydata(), reg.loss_curve_)
     assert loss.ax_.get_title() == "CNNRegressor"

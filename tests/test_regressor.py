@@ -17,7 +17,13 @@ from sklearn.svm import SVC
 import skcnn
 from skcnn import CNNClassifier, CNNRegressor
 
-SMALL = dict(conv_filters=(4,), hidden_layer_sizes=(8,), max_iter=3, random_state=0)
+SMALL = dict(
+    conv_filters=(4,),
+    hidden_layer_sizes=(8,),
+    max_iter=3,
+    random_state=0,
+    padding="valid",
+)
 
 
 # the example's data: noisy Gaussian blobs and their (row, col) centres

@@ -13,7 +13,8 @@ from skcnn._layers import conv2d_forward
 from skcnn._network import forward
 from skcnn._summary import table_rows
 
-FAST = dict(max_iter=1, batch_size=16, random_state=0)
+# the classic networks of the hand counts: valid padding
+FAST = dict(max_iter=1, batch_size=16, random_state=0, padding="valid")
 
 # (estimator class, parameters, per-sample image shape, number of outputs)
 ARCHITECTURES = {
@@ -58,7 +59,7 @@ def _data(shape, n_outputs, regression, n=24):
 def _fitted(name):
     cls, params, shape, n_outputs = ARCHITECTURES[name]
     X, y = _data(shape, n_outputs, cls is CNNRegressor)
-    return cls(**params, **FAST).fit(X, y), X
+    return cls(**{**FAST, **params}).fit(X, y), X
 
 
 def _count(text, label):
@@ -70,7 +71,7 @@ def _count(text, label):
 def _fixed_arrays(est):
     """What the model holds that no gradient updates."""
     arrays = (est.batch_norm_means_ or []) + (est.batch_norm_vars_ or [])
-    for name in ("input_mean_", "input_scale_"):  # the input scaling, if any
+    for name in ("input_offset_", "input_scale_"):  # the input scaling, if any
         if getattr(est, name, None) is not None:
             arrays.append(getattr(est, name))
     return arrays
@@ -150,7 +151,7 @@ def test_batch_norm_rows_split_the_block():
 
 def test_unfitted_summary_from_image_shape_matches_the_fit():
     cls, params, shape, n_outputs = ARCHITECTURES["batch_norm"]
-    est = cls(image_shape=shape, **params, **FAST)
+    est = cls(image_shape=shape, **{**FAST, **params})
     before_rows, before = table_rows(est), est.summary()
     assert "not fitted" in before and "n_outputs set at fit" in before
     output = before_rows[-1]
@@ -227,7 +228,7 @@ def test_table_columns_are_aligned():
 def test_compute_dtype_and_bytes(dtype):
     cls, params, shape, n_outputs = ARCHITECTURES["dropout"]
     X, y = _data(shape, n_outputs, regression=False)
-    est = cls(**params, **FAST).fit(X.astype(dtype), y)
+    est = cls(**{**FAST, **params}).fit(X.astype(dtype), y)
     text = est.summary()
     assert f"Compute dtype: {np.dtype(dtype)}\n" in text
     n = _count(text, "Total params")
@@ -242,11 +243,15 @@ def _memory(text, label):
 
 
 def test_memory_follows_the_batch_size():
-    small = CNNClassifier(image_shape=(28, 28, 1), batch_size=8).summary()
-    large = CNNClassifier(image_shape=(28, 28, 1), batch_size=512).summary()
+    small = CNNClassifier(
+        padding="valid", image_shape=(28, 28, 1), batch_size=8
+    ).summary()
+    large = CNNClassifier(
+        padding="valid", image_shape=(28, 28, 1), batch_size=512
+    ).summary()
     assert "one training step (batch_size=8)" in small
     assert "one training step (batch_size=512)" in large
-    auto = CNNClassifier(image_shape=(28, 28, 1)).summary()
+    auto = CNNClassifier(padding="valid", image_shape=(28, 28, 1)).summary()
     assert "(batch_size='auto': 200)" in auto
     step = "one training step"
     # not proportional: the batch is split into parts, one alive per thread
@@ -268,20 +273,24 @@ def test_prediction_chunk_is_the_engines():
 
 
 def test_input_scaling_row():
-    est, _ = _fitted("global_pooling")
-    # as the input_scaling parameter's fit sets them: a mean and a scale
-    # per channel (set here by hand so the test holds without it too)
-    est.input_mean_, est.input_scale_ = np.zeros(3), np.ones(3)
-    rows = table_rows(est)
-    assert (rows[1].name, rows[1].shape, rows[1].fixed) == (
-        "input scaling",
-        (10, 10, 3),
-        6,
-    )
-    text = est.summary()
-    assert "Input scaling: standard (per-channel mean/std)" in text
-    assert "input means and scales 6" in text
-    est.input_mean_ = est.input_scale_ = None
+    cls, params, shape, n_outputs = ARCHITECTURES["global_pooling"]
+    X, y = _data(shape, n_outputs, regression=False)
+    for scaling, label in [
+        ("standard", "standard (per-channel mean/std)"),
+        ("minmax", "minmax (per-channel minimum and range)"),
+    ]:
+        est = cls(**{**FAST, **params}, input_scaling=scaling).fit(X, y)
+        rows = table_rows(est)
+        # an offset and a scale per channel, fitted, not trained
+        assert (rows[1].name, rows[1].shape, rows[1].fixed) == (
+            "input scaling",
+            (10, 10, 3),
+            6,
+        )
+        text = est.summary()
+        assert f"Input scaling: {label}" in text
+        assert "input scaling 6)" in text
+    est = cls(**{**FAST, **params}, input_scaling=None).fit(X, y)
     assert "Input scaling: none" in est.summary()
     assert "input scaling" not in [r.name for r in table_rows(est)]
 
