@@ -126,7 +126,10 @@ def random_data(shape, n, seed=0):
 
 def skcnn_model(shape):
     arch = shape.architecture()
-    return CNNClassifier(**arch, batch_size=shape.batch, alpha=ALPHA, random_state=0)
+    # no input scaling: the PyTorch networks have none either
+    return CNNClassifier(
+        **arch, input_scaling=None, batch_size=shape.batch, alpha=ALPHA, random_state=0
+    )
 
 
 def skcnn_param_count(shape):
