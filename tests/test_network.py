@@ -248,6 +248,9 @@ def test_squared_error_is_mlpregressors_loss():
 
     rng = np.random.RandomState(0)
     pred, Y, sw = rng.normal(size=(6, 3)), rng.normal(size=(6, 3)), rng.rand(6)
-    for weights in (None, sw):
-        loss, _ = squared_error(pred.copy(), Y, weights)
-        assert loss == pytest.approx(squared_loss(Y, pred, weights), rel=1e-12)
+    loss, _ = squared_error(pred.copy(), Y)
+    assert loss == pytest.approx(squared_loss(Y, pred), rel=1e-12)
+    # MLPRegressor's weighted form (scikit-learn >= 1.7 takes sample_weight)
+    weighted = 0.5 * np.average((Y - pred) ** 2, weights=sw, axis=0).mean()
+    loss, _ = squared_error(pred.copy(), Y, sw)
+    assert loss == pytest.approx(weighted, rel=1e-12)
