@@ -10,7 +10,6 @@ import numpy as np
 from sklearn.utils import gen_batches
 
 from ._losses import OUTPUTS, weight_total
-from ._malloc import tune_malloc
 from ._network import backward, batch_statistics, forward
 from ._parallel import (
     blas_threads,
@@ -113,8 +112,7 @@ def predict_rows(net, weights, X, image_shape, stop=None):
     finish = OUTPUTS[net.out_activation][0] if stop is None else None
     out = np.empty((n, net.output_size(stop)), dtype=X.dtype)
     n_threads = 1
-    if n_parts(min(n, chunk), values) > 1:  # worth threads (and tuned malloc)
-        tune_malloc()
+    if n_parts(min(n, chunk), values) > 1:  # worth threads
         n_threads = blas_threads()  # read before pinning BLAS to one thread
     with single_threaded_blas():  # one limit for all chunks, not one each
         for batch in gen_batches(n, chunk):

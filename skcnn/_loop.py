@@ -19,7 +19,6 @@ from sklearn.utils import gen_batches
 from ._augment import augment_batch
 from ._engine import Batch, loss_and_gradients
 from ._interrupt import InterruptAfterBatch
-from ._malloc import tune_malloc
 from ._network import Dropout
 from ._optimizers import cosine_factor
 from ._parallel import blas_threads, single_threaded_blas
@@ -110,7 +109,6 @@ class TrainingLoop:
         context, given = plan.context, plan.given
         self.n_iter_ = 0
         self._sync_stopping_state()
-        tune_malloc()
         # threads to work through a batch's parts: the speed follows the BLAS
         # limit in force, the results do not (see skcnn._parallel)
         n_threads = blas_threads()

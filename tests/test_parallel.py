@@ -13,7 +13,6 @@ import skcnn._engine as engine
 import skcnn._parallel as parallel
 from skcnn import CNNClassifier
 from skcnn._engine import Batch, loss_and_gradients
-from skcnn._malloc import tune_malloc
 from skcnn._network import Design, Grads, build_network, initialize
 
 
@@ -192,11 +191,6 @@ def test_float32_model_computes_in_float32_everywhere(monkeypatch):
         clf = CNNClassifier(pooling=pooling, max_iter=2, random_state=0).fit(X, y)
         clf.predict_proba(X)
     assert seen and set(seen) == {np.dtype(np.float32)}
-
-
-def test_tune_malloc_is_safe_to_call_repeatedly():
-    tune_malloc()
-    tune_malloc()
 
 
 def test_single_threaded_blas_pins_from_any_thread_and_restores():
