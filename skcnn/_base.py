@@ -79,7 +79,7 @@ class BaseCNN(TrainingLoop, ExportMixin, BaseEstimator):
         conv_filters=(32, 64),
         kernel_size=3,
         pool_size=2,
-        padding="same",
+        padding="auto",
         pooling="max",
         strides=1,
         global_pooling=False,

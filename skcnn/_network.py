@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from ._blocks import ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool, Standardize
-from ._params import layer_sizes, per_block
+from ._params import layer_sizes, per_block, resolve_padding
 
 
 @dataclass
@@ -66,7 +66,7 @@ class Design:
     kernel_size: object = 3
     pool_size: object = 2
     strides: object = 1
-    padding: str = "valid"
+    padding: str = "valid"  # "auto" resolves per image shape
     pooling: str = "max"
     global_pooling: bool = False
     batch_norm: bool = False
@@ -153,10 +153,13 @@ def _conv_geometry(size, kernel, stride, padding):
     return kernel, 0, 0, (size - kernel) // stride + 1
 
 
-def _conv_block(index, shape, filters, kernel, pool, stride, design):
+def _conv_block(index, shape, sizes, padding, design):
+    """Conv block ``index`` on maps of ``shape``; ``sizes`` is its
+    (filters, kernel, pool, stride)."""
+    filters, kernel, pool, stride = sizes
     height, width, _ = shape
-    kh, top, bottom, conv_h = _conv_geometry(height, kernel, stride, design.padding)
-    kw, left, right, conv_w = _conv_geometry(width, kernel, stride, design.padding)
+    kh, top, bottom, conv_h = _conv_geometry(height, kernel, stride, padding)
+    kw, left, right, conv_w = _conv_geometry(width, kernel, stride, padding)
     ph, pw = min(pool, conv_h), min(pool, conv_w)
     out_h, out_w = conv_h // ph, conv_w // pw
     return ConvBlock(
@@ -188,9 +191,11 @@ def build_network(image_shape, design, n_outputs, out_activation):
         per_block(design.strides, n_blocks, "strides"),
     )
     shape = tuple(int(s) for s in image_shape)
+    padding = resolve_padding(design.padding, shape)
     layers = [Standardize(shape)] if design.input_scaling is not None else []
     for index, (f, kernel, pool, stride) in enumerate(per):
-        layers.append(_conv_block(index, shape, f, kernel, pool, stride, design))
+        block = _conv_block(index, shape, (f, kernel, pool, stride), padding, design)
+        layers.append(block)
         shape = layers[-1].out_shape
     if not n_blocks:
         layers.append(Flatten(shape))

@@ -22,7 +22,7 @@ PARAMETER_CONSTRAINTS = {
     "batch_norm": ["boolean"],
     "dropout": [Interval(Real, 0, 1, closed="left")],
     "augment": [None, dict],
-    "padding": [StrOptions({"valid", "same"})],
+    "padding": [StrOptions({"auto", "valid", "same"})],
     "pooling": [StrOptions({"max", "avg"})],
     "hidden_layer_sizes": [
         "array-like",
@@ -144,3 +144,16 @@ def resolve_batch_size(batch_size, n_samples):
     if batch_size == "auto":
         batch_size = min(200, max(64, n_samples // 16))
     return int(min(max(batch_size, 1), n_samples))
+
+
+# Images smaller than this on a side get "same" padding with padding="auto".
+SMALL_IMAGE = 16
+
+
+def resolve_padding(padding, image_shape):
+    """ "auto": "same" for small images, whose maps "valid" convolutions
+    would shrink to a pixel or two (8x8 digits), else "valid" (28x28 MNIST:
+    the classic network)."""
+    if padding != "auto":
+        return padding
+    return "same" if min(image_shape[:2]) < SMALL_IMAGE else "valid"

@@ -209,3 +209,27 @@ def test_convergence_warning_points_at_the_callers_line():
     with pytest.warns(ConvergenceWarning) as record:
         make_pipeline(FunctionTransformer(), CNNClassifier(**SMALL)).fit(X, y)
     assert Path(record[0].filename).parts[-2:] == ("sklearn", "pipeline.py")
+
+
+# --------------------------------------------------------------------------
+# padding="auto"
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape, expected",
+    [
+        ((8, 8, 1), "same"),
+        ((15, 30, 3), "same"),
+        ((16, 16, 1), "valid"),
+        ((28, 28, 1), "valid"),
+    ],  # fmt: skip
+)
+def test_auto_padding_keeps_small_images_maps(shape, expected):
+    X = np.random.default_rng(0).uniform(size=(10,) + shape)
+    clf = CNNClassifier(**dict(SMALL, conv_filters=(4, 4))).fit(X, np.arange(10) % 2)
+    block = clf._net.conv_blocks[0]
+    padded = any(block.pads[0]) or any(block.pads[1])
+    assert padded == (expected == "same")
+    explicit = CNNClassifier(**dict(SMALL, conv_filters=(4, 4)), padding=expected)
+    assert_array_equal(explicit.fit(X, np.arange(10) % 2).coefs_[-1], clf.coefs_[-1])
