@@ -30,9 +30,7 @@ import resource  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
-from contextlib import ExitStack  # noqa: E402
 from dataclasses import dataclass, fields  # noqa: E402
-from unittest import mock  # noqa: E402
 
 import numpy as np  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
@@ -309,91 +307,6 @@ def peak_memory(framework, name, n_threads):
     return result["extra"] / 2**20, result["method"]
 
 
-# --------------------------------------------------------------- profile
-
-
-def profile_step(name, steps=20):
-    """Time per layer and op of one skcnn training step, on one thread.
-
-    The ``_blocks`` primitives and activations are wrapped with timers; the
-    layer specs' forward/backward set which layer is running (the engine
-    may split a batch into parts, each meeting every layer). Times are
-    exclusive: a layer's "rest" (its GEMMs for a dense layer) excludes the
-    timed ops inside it.
-    """
-    import skcnn._blocks as blocks
-    from skcnn._engine import Batch, loss_and_gradients
-    from skcnn._layers import ACTIVATION_GRADS, ACTIVATIONS
-    from skcnn._parallel import n_parts
-
-    shape, totals, stack, layer = SHAPES[name], {}, [], [None]
-    network = shape.network()
-
-    def run(key, fn, args, kwargs):
-        stack.append(0.0)  # time spent in timed ops nested inside this one
-        start = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            elapsed = time.perf_counter() - start
-            totals[key] = totals.get(key, 0.0) + elapsed - stack.pop()
-            if stack:
-                stack[-1] += elapsed
-
-    def op_timer(label, fn):
-        return lambda *a, **k: run(f"{label} (layer {layer[0]})", fn, a, k)
-
-    def layer_timer(label, fn):
-        def wrapper(spec, *args, **kwargs):
-            outer, layer[0] = layer[0], spec.index + 1
-            try:
-                key = f"{label} rest (layer {layer[0]})"
-                return run(key, fn, (spec, *args), kwargs)
-            finally:
-                layer[0] = outer
-
-        return wrapper
-
-    ways = ("forward", "backward")
-    kinds = ("conv2d", "maxpool", "avgpool", "batchnorm")
-    ops = [f"{kind}_{way}" for kind in kinds for way in ways]
-    patched = [(blocks, op, op_timer(op, getattr(blocks, op))) for op in ops]
-    for cls, kind in ((blocks.ConvBlock, "conv block"), (blocks.Dense, "dense")):
-        patched += [(cls, w, layer_timer(f"{kind} {w}", getattr(cls, w))) for w in ways]
-    weights = initialize(network, np.random.RandomState(0), np.float32)
-    X, y = random_data(shape, 4 * shape.batch)
-    Y = np.eye(shape.n_classes, dtype=np.float32)[y]
-    step_total = 0.0
-    with ExitStack() as patches, threadpool_limits(1):
-        for owner, attribute, fn in patched:
-            patches.enter_context(mock.patch.object(owner, attribute, fn))
-        for table, way in zip((ACTIVATIONS, ACTIVATION_GRADS), ways):
-            relu = op_timer(f"relu_{way}", table["relu"])
-            patches.enter_context(mock.patch.dict(table, relu=relu))
-        for step in range(steps + 2):
-            rows = slice((step % 4) * shape.batch, (step % 4 + 1) * shape.batch)
-            if step == 2:
-                totals.clear()  # the first steps warm up
-                step_total = 0.0
-            start = time.perf_counter()
-            loss_and_gradients(network, weights, Batch(X[rows], Y[rows]), ALPHA)
-            step_total += time.perf_counter() - start
-    split = not network.batch_norm  # a batch-normalized batch is never split
-    parts = n_parts(shape.batch, network.max_values_per_sample()) if split else 1
-    n_conv = len(shape.conv_filters)
-    print(f"\n{name}: {shape.label()}")
-    print(
-        f"One training step, batch {shape.batch} ({parts} part(s)), one thread, "
-        f"mean of {steps}; conv blocks are layers 1-{n_conv}, dense {n_conv + 1}+"
-    )
-    print(f"{'op':44s} {'ms':>8s} {'share':>7s}")
-    rows = sorted(totals.items(), key=lambda kv: -kv[1])
-    rows.append(("loss, L2, part sums, glue", step_total - sum(totals.values())))
-    for key, seconds in rows:
-        print(f"{key:44s} {1000 * seconds / steps:8.2f} {seconds / step_total:7.1%}")
-    print(f"{'total':44s} {1000 * step_total / steps:8.2f}")
-
-
 # ------------------------------------------------------------------ main
 
 
@@ -484,7 +397,9 @@ def main():
                 "-u OPENBLAS_L2_SIZE python benchmarks/bench_shapes.py`."
             )
     if args.profile:
-        profile_step(args.profile, steps=5 if args.quick else 20)
+        from profile_shapes import profile_step  # beside this script
+
+        profile_step(SHAPES[args.profile], args.profile, steps=5 if args.quick else 20)
         return
     names = [s.strip() for s in args.shapes.split(",") if s.strip()]
     unknown = sorted(set(names) - set(SHAPES))
