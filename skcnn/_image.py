@@ -175,48 +175,60 @@ def rows_to_channels_last(X, image_shape, data_format):
     return np.ascontiguousarray(images.transpose(0, 2, 3, 1)).reshape(len(X), -1)
 
 
+def _pixel_chunks(X, channels, rows=None):
+    """X's rows (those selected by the boolean ``rows``) as float64 arrays of
+    (samples, pixels, channels), about 1M values at a time.
+
+    In C order whatever X's, so the sums are the same to the last bit for a
+    Fortran-ordered array or a DataFrame's, and no copy of the whole X is
+    made.
+    """
+    step = max(1, 2**20 // max(1, X.shape[1]))
+    for start in range(0, X.shape[0], step):
+        chunk = slice(start, start + step)
+        values = X[chunk] if rows is None else X[chunk][rows[chunk]]
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        yield chunk, values.reshape(len(values), -1, channels)
+
+
+def _unit_if_constant(scale, offset):
+    """A constant channel is scaled by 1 (as in StandardScaler)."""
+    scale[scale <= 10 * np.finfo(np.float64).eps * np.maximum(1, np.abs(offset))] = 1
+    return scale
+
+
 def channel_range(X, channels, sample_weight=None):
     """Per-channel (minimum, maximum - minimum) of channels-last rows.
 
     Over the samples of non-zero weight (so an integer weight counts as
-    repeated rows) and every pixel; a constant channel gets the scale 1.
+    repeated rows) and every pixel.
     """
-    if sample_weight is not None:
-        X = X[np.asarray(sample_weight) > 0]
-    values = X.reshape(len(X), -1, channels)
-    low = values.min(axis=(0, 1)).astype(np.float64)
-    span = values.max(axis=(0, 1)).astype(np.float64) - low
-    span[span <= 10 * np.finfo(np.float64).eps * np.maximum(1, np.abs(low))] = 1.0
-    return low, span
+    rows = None if sample_weight is None else np.asarray(sample_weight) > 0
+    low, high = np.full(channels, np.inf), np.full(channels, -np.inf)
+    for _, values in _pixel_chunks(X, channels, rows):
+        if len(values):
+            np.minimum(low, values.min(axis=(0, 1)), out=low)
+            np.maximum(high, values.max(axis=(0, 1)), out=high)
+    return low, _unit_if_constant(high - low, low)
 
 
 def channel_statistics(X, channels, sample_weight=None):
     """Weighted per-channel mean and standard deviation of channels-last rows.
 
     Over every sample (weighted, so an integer weight counts as repeated
-    rows) and pixel; two passes in chunks, in float64, so neither a float64
-    copy of X nor the cancellation of E[x^2] - E[x]^2 is needed. A constant
-    channel gets the scale 1, as in StandardScaler.
+    rows) and pixel; two passes in float64 chunks, so neither a float64
+    copy of X nor the cancellation of E[x^2] - E[x]^2 is needed.
     """
     n = X.shape[0]
     w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, float)
     total = w.sum() * (X.shape[1] // channels)
-    # chunks of about 1M values: the float64 temporaries stay small
-    step = max(1, 2**20 // max(1, X.shape[1]))
-    chunks = [slice(i, i + step) for i in range(0, n, step)]
 
     def weighted_sum(f):
         out = np.zeros(channels)
-        for rows in chunks:
-            # C order whatever X's: the same sums, to the last bit, for a
-            # Fortran-ordered array or a DataFrame's
-            values = np.ascontiguousarray(X[rows], dtype=np.float64)
-            values = values.reshape(len(values), -1, channels)
-            out += np.einsum("n,npc->c", w[rows], f(values))
+        for chunk, values in _pixel_chunks(X, channels):
+            out += np.einsum("n,npc->c", w[chunk], f(values))
         return out
 
     mean = weighted_sum(lambda v: v) / total
     var = weighted_sum(lambda v: (v - mean) ** 2) / total
-    scale = np.sqrt(var)
-    scale[scale < 10 * np.finfo(np.float64).eps * np.maximum(1, np.abs(mean))] = 1.0
-    return mean, scale
+    return mean, _unit_if_constant(np.sqrt(var), mean)
