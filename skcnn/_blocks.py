@@ -21,9 +21,11 @@ from ._layers import (
     ACTIVATIONS,
     avgpool_backward,
     avgpool_forward,
-    batchnorm_backward,
-    batchnorm_forward,
+    batch_moments,
     batchnorm_inference,
+    batchnorm_input_grad,
+    batchnorm_normalize,
+    batchnorm_param_grads,
     conv2d_backward,
     conv2d_forward,
     maxpool_backward,
@@ -101,7 +103,17 @@ class ConvBlock:
         rows = self.conv_hw[0] * self.conv_hw[1]
         return max(rows * kh * kw * self.in_shape[2], rows * self.filters)
 
+    @property
+    def values_per_channel(self):
+        """Conv outputs per channel and image: a batch norm's count."""
+        return self.conv_hw[0] * self.conv_hw[1]
+
     def forward(self, weights, x, train, mask=None):
+        if self.batch_norm and train:
+            # the whole minibatch's statistics, from this one part
+            z, conv_cache = self.convolve(weights, x)
+            count, mean, m2 = batch_moments(z)
+            return self.normalize(weights, z, conv_cache, (mean, m2 / count))
         k = self.index
         W, b = weights.coefs[k], weights.intercepts[k]
         act = ACTIVATIONS[self.activation]
@@ -109,7 +121,6 @@ class ConvBlock:
         if not train:
             conv_cache = None  # frees the im2col buffer before the next layer
         ph, pw = self.pool
-        norm_cache = stats = None
         if self.pools_first:
             pooled, pool_cache = maxpool_forward(z, ph, pw, need_cache=train)
             # the pooled maxima stay cached for the backward pass in training
@@ -117,8 +128,6 @@ class ConvBlock:
         else:
             if not self.batch_norm:
                 z += b
-            elif train:
-                z, norm_cache, stats = batchnorm_forward(z, weights.scales[k], b)
             else:
                 mean, var = weights.means[k], weights.vars[k]
                 z = batchnorm_inference(z, weights.scales[k], b, mean, var)
@@ -127,13 +136,59 @@ class ConvBlock:
             out, pool_cache = pool(z, ph, pw, need_cache=train)
         if not train:
             return out, None
+        return out, (conv_cache, pool_cache, z, None, None)
+
+    # A batch-normalized block in training runs in two halves around the
+    # batch statistics, so that a minibatch split into parts can meet there
+    # (see ``_engine``): convolve -> [the batch's mean and variance] ->
+    # normalize, and backward to the normalization -> [the batch's sums] ->
+    # from the normalization.
+
+    def convolve(self, weights, x):
+        """The conv output ``z`` of a batch-normalized block and its cache."""
+        W = weights.coefs[self.index]
+        return conv2d_forward(x, W, self.stride, self.pads, self.conv_hw)
+
+    def normalize(self, weights, z, conv_cache, stats):
+        """Normalize ``z`` with the batch's ``stats = (mean, var)``, then
+        activation and pooling: the block's ``(out, cache)``."""
+        k = self.index
+        z, norm_cache = batchnorm_normalize(
+            z, weights.scales[k], weights.intercepts[k], *stats
+        )
+        z = ACTIVATIONS[self.activation](z)
+        pool = maxpool_forward if self.pooling == "max" else avgpool_forward
+        out, pool_cache = pool(z, *self.pool)
         return out, (conv_cache, pool_cache, z, norm_cache, stats)
 
+    def backward_to_norm(self, dout, cache):
+        """Back through pooling and activation of a batch-normalized block:
+        ``(delta, (dscale, dshift))``, the sums over this part's rows."""
+        _, pool_cache, a_act, norm_cache, _ = cache
+        unpool = maxpool_backward if self.pooling == "max" else avgpool_backward
+        dout = unpool(dout, pool_cache, *self.pool)
+        delta = ACTIVATION_GRADS[self.activation](a_act, dout)
+        return delta, batchnorm_param_grads(delta, norm_cache)
+
+    def backward_from_norm(self, weights, delta, cache, sums, n_images, need_dx):
+        """The rest, given the whole minibatch's ``sums = (dscale, dshift)``
+        and its number of images."""
+        dscale, dshift = sums
+        count = n_images * self.values_per_channel
+        delta = batchnorm_input_grad(delta, cache[3], dscale, dshift, count)
+        dx, dW = conv2d_backward(
+            delta, cache[0], weights.coefs[self.index], self.stride, self.pads, need_dx
+        )
+        return dx, (dW, dshift, dscale)
+
     def backward(self, weights, dout, cache, need_dx=True):
-        conv_cache, pool_cache, a_act, norm_cache, _ = cache
+        if self.batch_norm:
+            delta, sums = self.backward_to_norm(dout, cache)
+            n = dout.shape[0]
+            return self.backward_from_norm(weights, delta, cache, sums, n, need_dx)
+        conv_cache, pool_cache, a_act, _, _ = cache
         act_grad = ACTIVATION_GRADS[self.activation]
         ph, pw = self.pool
-        dscale = None
         if self.pools_first:
             delta = act_grad(a_act, dout)
             dbias = delta.sum(axis=(0, 1, 2))
@@ -141,15 +196,12 @@ class ConvBlock:
         else:
             unpool = maxpool_backward if self.pooling == "max" else avgpool_backward
             delta = act_grad(a_act, unpool(dout, pool_cache, ph, pw))
-            if self.batch_norm:
-                delta, dscale, dbias = batchnorm_backward(delta, norm_cache)
-            else:
-                dbias = delta.sum(axis=(0, 1, 2))
+            dbias = delta.sum(axis=(0, 1, 2))
         W = weights.coefs[self.index]
         dx, dW = conv2d_backward(
             delta, conv_cache, W, self.stride, self.pads, need_dx=need_dx
         )
-        return dx, (dW, dbias, dscale)
+        return dx, (dW, dbias, None)
 
 
 @dataclass(frozen=True)

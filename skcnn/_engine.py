@@ -4,13 +4,14 @@ Both split their rows into parts computed in parallel threads (see
 ``_parallel``) and combine the parts in a fixed order.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.utils import gen_batches
 
+from ._layers import batch_moments, combine_moments
 from ._losses import OUTPUTS, weight_total
-from ._network import backward, batch_statistics, forward
+from ._network import backward, collect_grads, forward
 from ._parallel import (
     blas_threads,
     map_parts,
@@ -63,36 +64,184 @@ def loss_and_gradients(net, weights, batch, alpha, n_threads=1):
     depends on the batch and the architecture only, see
     :func:`~skcnn._parallel.n_parts`) computed on up to ``n_threads``
     threads, each with a single-threaded BLAS, and their gradients summed in
-    part order: the result is the same bits whatever ``n_threads``. Batch
-    statistics need the whole batch, so a batch-normalized one is not split.
+    part order: the result is the same bits whatever ``n_threads``.
     """
     n = batch.x.shape[0]
     total = weight_total(batch.sample_weight, n)
-    loss_fn = OUTPUTS[net.out_activation][1]
+    parts = n_parts(n, net.max_values_per_sample())
+    if net.batch_norm:
+        step = _NormStages(net, weights, batch, total, parts).run(n_threads)
+    else:
+        loss_fn = OUTPUTS[net.out_activation][1]
 
-    def part(rows):
-        sub = batch.rows(rows)
-        logits, caches = forward(net, weights, sub.x, True, sub.masks)
-        loss, dlogits = loss_fn(logits, sub.Y, sub.sample_weight, total)
-        grads = backward(net, weights, caches, dlogits)
-        stats = batch_statistics(net, caches) if net.batch_norm else None
-        return Step(loss, grads, stats)
+        def part(rows):
+            sub = batch.rows(rows)
+            logits, caches = forward(net, weights, sub.x, True, sub.masks)
+            loss, dlogits = loss_fn(logits, sub.Y, sub.sample_weight, total)
+            return Step(loss, backward(net, weights, caches, dlogits))
 
-    def add(step, other):
-        # in place into the earlier part's gradients: nothing else holds them
-        step.loss += other.loss
-        for g, h in zip(step.grads.flat(), other.grads.flat()):
-            g += h
-        return step
-
-    parts = 1 if net.batch_norm else n_parts(n, net.max_values_per_sample())
-    step = reduce_parts(part, add, n, parts, n_threads)
+        step = reduce_parts(part, _add_steps, n, parts, n_threads)
     if alpha:
         scale = alpha / total
         step.loss += 0.5 * scale * sum(float(np.vdot(W, W)) for W in weights.coefs)
         for g, W in zip(step.grads.coefs, weights.coefs):
             g += W.dtype.type(scale) * W
     return step
+
+
+def _add_steps(step, other):
+    # in place into the earlier part's gradients: nothing else holds them
+    step.loss += other.loss
+    for g, h in zip(step.grads.flat(), other.grads.flat()):
+        g += h
+    return step
+
+
+@dataclass
+class _Partial:
+    """What one part contributes to a stage of :class:`_NormStages`: loss,
+    gradients by layer position, and the moments (forward) or the sums
+    (backward) a normalization needs from the whole batch."""
+
+    loss: float = 0.0
+    grads: dict = field(default_factory=dict)
+    moments: tuple = None
+    sums: tuple = None
+
+
+def _add_partials(a, b):
+    # in place into the earlier part's arrays: nothing else holds them
+    a.loss += b.loss
+    for position, g in a.grads.items():
+        for x, y in zip(g, b.grads[position]):
+            if x is not None:
+                x += y
+    if a.moments is not None:
+        a.moments = combine_moments(a.moments, b.moments)
+    if a.sums is not None:
+        for x, y in zip(a.sums, b.sums):
+            x += y
+    return a
+
+
+class _NormStages:
+    """One step of a batch-normalized network, its parts meeting at every
+    normalization.
+
+    A normalization needs the whole minibatch's mean and variance forward
+    and two sums over it backward. So the parts run the layers between two
+    normalizations in parallel threads, as they run a whole network without
+    normalization, then meet: their moments or sums are combined in part
+    order and the next stage starts from the totals. The split depends on
+    the batch and the architecture alone, so the result is the same bits
+    whatever the thread count. Each part's caches live until its backward
+    pass, as the whole batch's would in one piece.
+    """
+
+    def __init__(self, net, weights, batch, total, parts):
+        self.net, self.weights, self.batch, self.total = net, weights, batch, total
+        n = batch.x.shape[0]
+        bounds = [n * k // parts for k in range(parts + 1)]
+        self.parts = [batch.rows(slice(a, b)) for a, b in zip(bounds, bounds[1:])]
+        layers = net.layers
+        self.norms = [i for i, x in enumerate(layers) if getattr(x, "batch_norm", 0)]
+        self.first = next(i for i, x in enumerate(layers) if hasattr(x, "index"))
+        self.caches = [[None] * len(layers) for _ in self.parts]
+        self.carry = [None] * len(self.parts)  # what a part hands its next stage
+
+    def run(self, n_threads):
+        norms, layers, n = self.norms, self.net.layers, len(self.parts)
+
+        def stage(work):  # part k is the one-row slice k of range(n)
+            return reduce_parts(lambda s: work(s.start), _add_partials, n, n, n_threads)
+
+        stats = []
+        for s in range(len(norms)):
+            count, mean, m2 = stage(lambda k, s=s: self._forward(k, s, stats)).moments
+            stats.append((mean, m2 / count))
+        met = stage(lambda k: self._middle(k, stats[-1]))
+        loss, grads = met.loss, met.grads
+        for s in range(len(norms) - 1, -1, -1):
+            sums = met.sums
+            met = stage(lambda k, s=s, sums=sums: self._backward(k, s, sums))
+            grads.update(met.grads)
+            dW = grads[norms[s]][0]
+            grads[norms[s]] = (dW, sums[1], sums[0])  # dbias = dshift, dscale
+        return Step(loss, collect_grads(layers, self.weights, grads), stats)
+
+    # One part's work in a stage. ---------------------------------------------
+    def _layers_forward(self, k, x, start, stop):
+        sub, caches = self.parts[k], self.caches[k]
+        for i in range(start, stop):
+            mask = None if sub.masks is None else sub.masks.get(i)
+            x, caches[i] = self.net.layers[i].forward(self.weights, x, True, mask)
+        return x
+
+    def _normalized(self, k, s, stats):
+        """Part ``k``'s output of norm ``s``, given the batch's ``stats``."""
+        z, conv_cache = self.carry[k]
+        position = self.norms[s]
+        block = self.net.layers[position]
+        x, cache = block.normalize(self.weights, z, conv_cache, stats)
+        self.caches[k][position] = cache
+        return x
+
+    def _forward(self, k, s, stats):
+        """Up to norm ``s``'s convolution: part ``k``'s moments there."""
+        if s == 0:
+            x, start = self.parts[k].x, 0
+        else:
+            x, start = self._normalized(k, s - 1, stats[s - 1]), self.norms[s - 1] + 1
+        x = self._layers_forward(k, x, start, self.norms[s])
+        z, conv_cache = self.net.layers[self.norms[s]].convolve(self.weights, x)
+        self.carry[k] = (z, conv_cache)
+        return _Partial(moments=batch_moments(z))
+
+    def _middle(self, k, stats):
+        """From the last norm through the loss and back to it again."""
+        last = self.norms[-1]
+        n_layers = len(self.net.layers)
+        x = self._layers_forward(k, self._normalized(k, -1, stats), last + 1, n_layers)
+        sub = self.parts[k]
+        loss_fn = OUTPUTS[self.net.out_activation][1]
+        loss, delta = loss_fn(x, sub.Y, sub.sample_weight, self.total)
+        part = _Partial(loss=loss)
+        delta = self._layers_backward(k, delta, len(self.net.layers) - 1, last, part)
+        block = self.net.layers[last]
+        self.carry[k], part.sums = block.backward_to_norm(delta, self.caches[k][last])
+        return part
+
+    def _backward(self, k, s, sums):
+        """From norm ``s``, given the batch's sums there, back to norm
+        ``s - 1`` (or to the first weighted layer)."""
+        position, caches = self.norms[s], self.caches[k]
+        block = self.net.layers[position]
+        need_dx = position > self.first
+        n_images = self.batch.x.shape[0]
+        delta, (dW, _, _) = block.backward_from_norm(
+            self.weights, self.carry[k], caches[position], sums, n_images, need_dx
+        )
+        caches[position] = self.carry[k] = None
+        part = _Partial(grads={position: (dW, None, None)})
+        if s == 0:
+            self._layers_backward(k, delta, position - 1, self.first - 1, part)
+            return part
+        previous = self.norms[s - 1]
+        delta = self._layers_backward(k, delta, position - 1, previous, part)
+        block = self.net.layers[previous]
+        self.carry[k], part.sums = block.backward_to_norm(delta, caches[previous])
+        return part
+
+    def _layers_backward(self, k, delta, start, stop, part):
+        """Back through layers ``start`` down to ``stop`` (excluded)."""
+        caches = self.caches[k]
+        for i in range(start, stop, -1):
+            layer = self.net.layers[i]
+            delta, g = layer.backward(self.weights, delta, caches[i], i > self.first)
+            caches[i] = None
+            if g is not None:
+                part.grads[i] = g
+        return delta
 
 
 def predict_rows(net, weights, X, image_shape, stop=None):

@@ -241,37 +241,76 @@ ACTIVATION_GRADS = {
 BATCH_NORM_EPSILON = 1e-5
 
 
+def batch_moments(z):
+    """Per channel ``(count, mean, M2)`` of ``z`` (M2: the sum of squared
+    deviations from the mean) -- what a part of a minibatch contributes to
+    the batch statistics; :func:`combine_moments` adds two parts exactly.
+    """
+    flat = z.reshape(-1, z.shape[-1])
+    mean = flat.mean(axis=0)
+    centered = flat - mean
+    return flat.shape[0], mean, np.einsum("ic,ic->c", centered, centered)
+
+
+def combine_moments(a, b):
+    """The moments of two parts together (Chan, Golub and LeVeque's pairwise
+    update: no cancellation, unlike summing squares)."""
+    n_a, mean_a, m2_a = a
+    n_b, mean_b, m2_b = b
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    mean = mean_a + delta * (n_b / n)
+    return n, mean, m2_a + m2_b + delta * delta * (n_a * n_b / n)
+
+
+def batchnorm_normalize(z, scale, shift, mean, var):
+    """``(z - mean) / sqrt(var + eps) * scale + shift`` with the batch's
+    (biased) ``var``; returns ``(out, cache)``."""
+    inv_std = 1.0 / np.sqrt(var + z.dtype.type(BATCH_NORM_EPSILON))
+    x_hat = z - mean
+    x_hat *= inv_std
+    out = x_hat * scale
+    out += shift
+    return out, (x_hat, inv_std, scale)
+
+
 def batchnorm_forward(z, scale, shift):
     """Normalize each channel with the batch's statistics, then scale/shift.
 
     Returns ``(out, cache, (mean, var))``; the batch mean and (biased)
     variance are returned for the caller's running averages.
     """
-    axes = tuple(range(z.ndim - 1))
-    mean = z.mean(axis=axes)
-    var = z.var(axis=axes)
-    inv_std = 1.0 / np.sqrt(var + z.dtype.type(BATCH_NORM_EPSILON))
-    x_hat = z - mean
-    x_hat *= inv_std
-    out = x_hat * scale
-    out += shift
-    return out, (x_hat, inv_std, scale), (mean, var)
+    count, mean, m2 = batch_moments(z)
+    var = m2 / z.dtype.type(count)
+    out, cache = batchnorm_normalize(z, scale, shift, mean, var)
+    return out, cache, (mean, var)
 
 
-def batchnorm_backward(dout, cache):
-    """Gradients w.r.t. the input, the scale and the shift."""
-    x_hat, inv_std, scale = cache
-    axes = tuple(range(dout.ndim - 1))
-    count = dout.size // dout.shape[-1]
-    dshift = dout.sum(axis=axes)
+def batchnorm_param_grads(dout, cache):
+    """``(dscale, dshift)``: sums over the rows, so a minibatch's parts add."""
+    x_hat = cache[0]
     channels = dout.shape[-1]
     dscale = np.einsum(
         "ic,ic->c", dout.reshape(-1, channels), x_hat.reshape(-1, channels)
     )
-    # d/dz of (z - mean) / std through the batch mean and variance
+    return dscale, dout.sum(axis=tuple(range(dout.ndim - 1)))
+
+
+def batchnorm_input_grad(dout, cache, dscale, dshift, count):
+    """d/dz of the normalization through the batch mean and variance, given
+    the whole batch's ``dscale`` and ``dshift`` and its ``count`` values
+    per channel."""
+    x_hat, inv_std, scale = cache
     dz = dout - (dshift + x_hat * dscale) / dout.dtype.type(count)
     dz *= scale * inv_std
-    return dz, dscale, dshift
+    return dz
+
+
+def batchnorm_backward(dout, cache):
+    """Gradients w.r.t. the input, the scale and the shift."""
+    dscale, dshift = batchnorm_param_grads(dout, cache)
+    count = dout.size // dout.shape[-1]
+    return batchnorm_input_grad(dout, cache, dscale, dshift, count), dscale, dshift
 
 
 def batchnorm_inference(z, scale, shift, mean, var):

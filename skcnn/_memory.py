@@ -188,12 +188,12 @@ def fit_estimate(
     # two more per thread waiting to be summed into the first. Once the
     # activations are freed, the L2 term and the optimizer's update make two
     # temporaries of the largest weight array.
-    rows, grads = batch, 1
-    if not arch.batch_norm:  # a batch-normalized minibatch is never split
-        parts = n_parts(batch, arch.max_values_per_sample())
-        workers = min(parts, blas_threads())
-        rows = min(batch, workers * -(-batch // parts))
-        grads = min(parts, 3 * workers)
+    # With batch norm every part's activations live until the backward pass
+    # (the parts meet at each normalization), as the whole batch's would.
+    parts = n_parts(batch, arch.max_values_per_sample())
+    workers = min(parts, blas_threads())
+    rows = batch if arch.batch_norm else min(batch, workers * -(-batch // parts))
+    grads = min(parts, 3 * workers)
     step = (max(rows * per_sample, 2 * largest) + grads * trainable) * itemsize
     if est.early_stopping:  # the held-out validation set is scored between epochs
         step = max(step, predict_estimate(arch, n_samples, itemsize))

@@ -264,10 +264,7 @@ def forward(net, weights, x, train=False, masks=None, stop=None):
 
 def backward(net, weights, caches, dlogits):
     """Gradients of the loss w.r.t. every trainable array, given d/dlogits."""
-    n_weighted = len(weights.coefs)
-    grads = Grads([None] * n_weighted, [None] * n_weighted)
-    if weights.scales is not None:
-        grads.scales = [None] * len(weights.scales)
+    grads = {}
     delta = dlogits
     # nothing before the first weighted layer needs a gradient
     first = next(i for i, x in enumerate(net.layers) if hasattr(x, "index"))
@@ -275,17 +272,19 @@ def backward(net, weights, caches, dlogits):
         layer = net.layers[i]
         delta, g = layer.backward(weights, delta, caches[i], need_dx=i > first)
         if g is not None:
-            k = layer.index
-            grads.coefs[k], grads.intercepts[k], scale_grad = g
-            if scale_grad is not None:
-                grads.scales[k] = scale_grad
+            grads[i] = g
+    return collect_grads(net.layers, weights, grads)
+
+
+def collect_grads(layers, weights, by_position):
+    """A :class:`Grads` from ``{layer position: (dW, dbias, dscale)}``."""
+    n_weighted = len(weights.coefs)
+    grads = Grads([None] * n_weighted, [None] * n_weighted)
+    if weights.scales is not None:
+        grads.scales = [None] * len(weights.scales)
+    for position, (dW, dbias, dscale) in by_position.items():
+        k = layers[position].index
+        grads.coefs[k], grads.intercepts[k] = dW, dbias
+        if dscale is not None:
+            grads.scales[k] = dscale
     return grads
-
-
-def batch_statistics(net, caches):
-    """Per batch-normalized conv block, the batch's (mean, biased var)."""
-    return [
-        cache[4]
-        for layer, cache in zip(net.layers, caches)
-        if getattr(layer, "batch_norm", False)
-    ]

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from gradcheck import assert_gradient
 
+import skcnn._parallel as parallel
 from skcnn._engine import Batch, loss_and_gradients
 from skcnn._network import Design, Dropout, build_network, initialize
 
@@ -180,7 +181,10 @@ def test_per_block_sizes_must_match_the_blocks():
 
 @pytest.mark.parametrize("pooling", ["max", "avg"])
 @pytest.mark.parametrize("global_pooling", [False, True])
-def test_network_gradients_with_batch_norm(pooling, global_pooling):
+@pytest.mark.parametrize("split", [False, True])
+def test_network_gradients_with_batch_norm(pooling, global_pooling, split, monkeypatch):
+    # split: the batch runs in parts that meet at each normalization
+    monkeypatch.setattr(parallel, "_MIN_VALUES_PER_PART", 1 if split else 10**9)
     arch = build_architecture(
         (8, 7, 2),
         (3, 4),

@@ -117,8 +117,13 @@ def test_blas_threads_ignores_skcnn_own_limit_held_by_another_thread():
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-def test_split_gradients_equal_whole_batch(monkeypatch, weighted):
-    design = Design(conv_filters=(3, 4), hidden_layer_sizes=(5,))
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_split_gradients_equal_whole_batch(monkeypatch, weighted, batch_norm):
+    # batch norm: the parts meet at every normalization for the batch's
+    # moments and sums, so the split is exact there too
+    design = Design(
+        conv_filters=(3, 4), hidden_layer_sizes=(5,), batch_norm=batch_norm, dropout=0
+    )
     arch = build_network((9, 8, 2), design, 3, "softmax")
     rng = np.random.RandomState(0)
     weights = initialize(arch, rng, np.float64)
@@ -133,6 +138,11 @@ def test_split_gradients_equal_whole_batch(monkeypatch, weighted):
     assert_allclose(split.loss, whole.loss, rtol=1e-12)
     for a, b in zip(split.grads.flat(), whole.grads.flat()):
         assert_allclose(a, b, rtol=1e-10, atol=1e-14)
+    assert len(split.grads.flat()) == (10 if batch_norm else 8)
+    if batch_norm:
+        for (m, v), (m0, v0) in zip(split.stats, whole.stats):
+            assert_allclose(m, m0, rtol=1e-12)
+            assert_allclose(v, v0, rtol=1e-12)
     # the same parts give the same bits on any number of threads
     for n_threads in (1, 2, 5):
         again = loss_and_gradients(*args, n_threads)
