@@ -161,8 +161,11 @@ learning_rate : {"constant", "invscaling", "adaptive", "cosine"}, \
         default="constant"
     Learning-rate schedule. "invscaling" and "adaptive" apply to
     ``solver="sgd"`` only, as in MLPClassifier; "cosine" decays the rate
-    of every solver from ``learning_rate_init`` towards 0 over the planned
-    epochs ``E`` (see ``max_steps``): ``0.5 * (1 + cos(pi * epoch / E))``.
+    of every solver from ``learning_rate_init`` towards 0 over the epochs
+    ``E`` planned for the ``fit`` call (see ``max_steps``):
+    ``0.5 * (1 + cos(pi * epoch / E))``, restarting with each ``fit`` (also
+    a warm start); ``partial_fit``, which has no horizon, trains at
+    ``learning_rate_init``.
 
 learning_rate_init : float, default=0.001
     Initial learning rate (the step size of Adam).

@@ -113,9 +113,11 @@ class TrainingLoop:
         # limit in force, the results do not (see skcnn._parallel)
         n_threads = blas_threads()
         with single_threaded_blas(), InterruptAfterBatch() as interrupt:
-            for _ in range(n_epochs):
+            for epoch_index in range(n_epochs):
                 start = time.perf_counter()
-                rate = self._current_rate(n_epochs)
+                rate = self._current_rate(
+                    None if incremental else epoch_index, n_epochs
+                )
                 epoch = None
                 if context is not None:
                     # minibatch tasks only when some callback listens (a
@@ -193,11 +195,15 @@ class TrainingLoop:
             )
         return resolve_batch_size(self.batch_size, n_samples)
 
-    def _current_rate(self, n_epochs):
-        """The base learning rate of the coming epoch (cosine if asked)."""
+    def _current_rate(self, epoch, n_epochs):
+        """The base learning rate of the coming epoch, ``epoch`` of this fit
+        call's ``n_epochs`` (cosine if asked). The schedule restarts with
+        each ``fit`` (a warm start trains again rather than at a rate
+        already decayed to 0); ``partial_fit`` (``epoch=None``) has no
+        horizon, so it trains at ``learning_rate_init``."""
         optimizer = self._optimizer
         if self.learning_rate == "cosine":
-            factor = cosine_factor(len(self.loss_curve_), n_epochs)
+            factor = 1.0 if epoch is None else cosine_factor(epoch, n_epochs)
             optimizer.scale_learning_rate(factor)
         if hasattr(optimizer, "rate_factor"):  # Adam: the rate is bias-corrected
             return optimizer.learning_rate_init * optimizer.rate_factor

@@ -111,6 +111,23 @@ def test_cosine_schedule(images):
         assert_allclose(rates, expected)
 
 
+def test_cosine_schedule_restarts_with_each_fit_and_not_in_partial_fit(images):
+    # a warm start used to continue the decay past its end: a rate of 0, a
+    # second fit that silently trained nothing
+    X, y = images
+    params = dict(BASE, max_iter=4, learning_rate="cosine", warm_start=True)
+    clf = CNNClassifier(**params).fit(X, y)
+    before = [W.copy() for W in clf.coefs_]
+    clf.fit(X, y)
+    rates = [h["learning_rate"] for h in clf.history_]
+    expected = 1e-3 * 0.5 * (1 + np.cos(np.pi * np.arange(4) / 4))
+    assert_allclose(rates, np.tile(expected, 2))
+    assert all(np.abs(W - B).max() > 1e-4 for W, B in zip(clf.coefs_, before))
+    # partial_fit has no horizon to decay over: learning_rate_init
+    clf.partial_fit(X, y)
+    assert clf.history_[-1]["learning_rate"] == pytest.approx(1e-3)
+
+
 def test_class_weight_is_sample_weight_by_class(images):
     X, y = images
     by_dict = CNNClassifier(**BASE, class_weight={0: 3.0, 1: 1.0, 2: 0.5}).fit(X, y)
