@@ -321,7 +321,13 @@ Examples
         out = self._forward(X)
         if self.n_outputs_ == 1:
             out = out.ravel()
-        return self._label_binarizer.inverse_transform(out)
+        binarizer = self._label_binarizer
+        if binarizer.y_type_ == "multiclass" and not binarizer.sparse_input_:
+            # what inverse_transform does for these outputs (the first most
+            # probable class), without its validation: 20 us of one image's
+            # predict
+            return binarizer.classes_[out.argmax(axis=1)]
+        return binarizer.inverse_transform(out)
 
     def predict(self, X):
         """Predict class labels.

@@ -7,7 +7,6 @@ Both split their rows into parts computed in parallel threads (see
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.utils import gen_batches
 
 from ._layers import batch_moments, combine_moments
 from ._losses import OUTPUTS, weight_total
@@ -264,8 +263,10 @@ def predict_rows(net, weights, X, image_shape, stop=None):
     if n_parts(min(n, chunk), values) > 1:  # worth threads
         n_threads = blas_threads()  # read before pinning BLAS to one thread
     with single_threaded_blas():  # one limit for all chunks, not one each
-        for batch in gen_batches(n, chunk):
-            xb, out_b = X[batch], out[batch]
+        # a plain range, not sklearn's gen_batches: its parameter validation
+        # costs a one-image predict more than its input scaling and first conv
+        for start in range(0, n, chunk):
+            xb, out_b = X[start : start + chunk], out[start : start + chunk]
 
             def part(rows, xb=xb, out_b=out_b):
                 images = xb[rows].reshape((-1,) + tuple(image_shape))

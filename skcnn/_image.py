@@ -158,11 +158,38 @@ def validate_images(est, X):
     check_is_fitted(est)
     X, sample_shape = split_images(X, est.data_format)
     check_sample_shape(sample_shape, est.image_shape_)
-    X = validate_data(est, X, dtype=est.coefs_[0].dtype, reset=False)
-    check_magnitude(X)
+    dtype = est.coefs_[0].dtype
+    if not _valid_as_is(est, X, dtype):
+        X = validate_data(est, X, dtype=dtype, reset=False)
+        check_magnitude(X)
     if sample_shape is None:
         X = rows_to_channels_last(X, est.image_shape_, est.data_format)
     return X
+
+
+def _valid_as_is(est, X, dtype):
+    """Whether ``validate_data(est, X, dtype=dtype, reset=False)`` and
+    :func:`check_magnitude` would return X itself, silently.
+
+    The common case at prediction -- a NumPy array of the model's dtype and
+    width with sane values -- takes microseconds to recognise, while
+    scikit-learn's validation takes tens of them: more than the forward pass
+    of a small batch. Anything else (another dtype, a DataFrame, feature
+    names to compare, a wrong width, a NaN, an infinity or a huge value)
+    goes through the full validation, which gives the usual warnings and
+    errors. Values strictly between -MAX_ABS_VALUE and MAX_ABS_VALUE are
+    finite, as ``validate_data`` requires (a NaN fails both comparisons).
+    """
+    return (
+        type(X) is np.ndarray
+        and X.dtype == dtype
+        and X.ndim == 2
+        and X.shape[0] >= 1
+        and X.shape[1] == getattr(est, "n_features_in_", None)
+        and getattr(est, "feature_names_in_", None) is None
+        and X.min() > -MAX_ABS_VALUE
+        and X.max() < MAX_ABS_VALUE
+    )
 
 
 def rows_to_channels_last(X, image_shape, data_format):

@@ -212,6 +212,11 @@ def predict_estimate(arch, n_samples, itemsize):
     # a chunk is split into parts, one part per thread alive at a time
     parts = n_parts(chunk, values_per_sample)
     rows = min(chunk, min(parts, blas_threads()) * -(-chunk // parts))
+    return _predict_bytes(arch, n_samples, itemsize, rows)
+
+
+def _predict_bytes(arch, n_samples, itemsize, rows):
+    """Peak bytes of predicting with ``rows`` samples' activations alive."""
     # the output and what predict / predict_proba make of it (a binary
     # output is stacked with its complement)
     n_outputs = arch.dense_sizes[-1]
@@ -317,11 +322,17 @@ def _advice(arch, estimate, itemsize, largest_batch):
 def check_predict_memory(arch, n_samples, dtype):
     """Raise MemoryError if predicting even one chunk cannot fit in memory."""
     itemsize = np.dtype(dtype).itemsize
+    chunk = max(1, _engine.PREDICT_CHUNK_VALUES // arch.max_values_per_sample())
+    # A whole chunk's activations alive at once bound the estimate from
+    # above whatever the threads: under the size worth querying (any
+    # prediction of a few images) the check stops here, without reading the
+    # BLAS thread count, which would cost a one-image predict microseconds.
+    if _predict_bytes(arch, n_samples, itemsize, min(chunk, n_samples)) < _QUERY_ABOVE:
+        return
     needed = predict_estimate(arch, n_samples, itemsize)
     available = _room_for(needed)
     if available is None:
         return
-    chunk = max(1, _engine.PREDICT_CHUNK_VALUES // arch.max_values_per_sample())
     raise MemoryError(
         f"Predicting needs an estimated {format_bytes(needed)} of memory "
         f"(images are predicted {min(chunk, n_samples)} at a time) but only "

@@ -8,6 +8,7 @@ and backward passes are plain loops over the list. Parameters live in a
 """
 
 from dataclasses import dataclass, fields
+from functools import cached_property
 
 import numpy as np
 
@@ -83,21 +84,26 @@ class Design:
 
 @dataclass(frozen=True)
 class Network:
-    """The layers of one fitted model, and what is derived from them."""
+    """The layers of one fitted model, and what is derived from them.
+
+    Frozen, as are its layers, so what is derived from them is computed
+    once per network (``cached_property``) and can never go stale: a new
+    fit builds a new network.
+    """
 
     layers: tuple
     activation: str  # of the conv blocks and hidden layers
     out_activation: str
 
-    @property
+    @cached_property
     def conv_blocks(self):
         return tuple(x for x in self.layers if isinstance(x, ConvBlock))
 
-    @property
+    @cached_property
     def dense_layers(self):
         return tuple(x for x in self.layers if isinstance(x, Dense))
 
-    @property
+    @cached_property
     def dense_sizes(self):
         """(n_flat, hidden..., n_outputs)."""
         dense = self.dense_layers
@@ -130,6 +136,11 @@ class Network:
 
     def max_values_per_sample(self):
         """Largest number of activation values one sample occupies at once."""
+        return self._max_values_per_sample
+
+    @cached_property
+    def _max_values_per_sample(self):
+        # every prediction reads it (chunk size, parts, memory check)
         first = self.layers[0]
         shape = first.in_shape if hasattr(first, "in_shape") else (first.n_in,)
         return max([int(np.prod(shape))] + [x.values_per_sample() for x in self.layers])

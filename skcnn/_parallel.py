@@ -38,6 +38,7 @@ except ImportError:  # pragma: no cover
 _MIN_VALUES_PER_PART = 2**18
 
 _controller = None
+_blas_libraries = None
 
 
 def _blas():
@@ -49,11 +50,27 @@ def _blas():
     return _controller
 
 
+def _blas_controllers():
+    # The BLAS libraries of ``_blas()``, selected once too: a selection costs
+    # microseconds, which a one-image predict pays on every call.
+    global _blas_libraries
+    if _blas_libraries is None:
+        _blas_libraries = tuple(_blas().select(user_api="blas").lib_controllers)
+    return _blas_libraries
+
+
+def _blas_thread_counts():
+    """``(library, threads)`` of each BLAS, threads None when unknown."""
+    return [(lib, lib.get_num_threads()) for lib in _blas_controllers()]
+
+
+def _threads_of(counts):
+    known = [c for _, c in counts if c]
+    return max(1, min(known)) if known else 1
+
+
 def _blas_threads_in_force():
-    blas = _blas().select(user_api="blas").lib_controllers
-    counts = [lib.get_num_threads() for lib in blas]
-    counts = [c for c in counts if c]
-    return max(1, min(counts)) if counts else 1
+    return _threads_of(_blas_thread_counts())
 
 
 def blas_threads():
@@ -94,21 +111,27 @@ class _SingleThreadedBlas:
     thread in sets the limit and the last one out restores it; both happen
     under the lock, so a thread entering while the last one leaves either
     keeps the limit alive or sets it anew.
+
+    Only the libraries not already at one thread are set and restored: a
+    limit is a few C calls, but threadpoolctl's limiter reads every
+    library's full info around them, which a one-image predict would pay
+    on every call (and nothing at all is to be done under an outer limit
+    of one thread).
     """
 
     _lock = threading.Lock()
     _depth = 0
-    _limiter = None
+    _pinned = ()  # (library, its thread count before the pin), to restore
     _threads_outside = 1  # the limit in force before the first thread set it
 
     def __enter__(self):
         cls = type(self)
         with cls._lock:
             if cls._depth == 0:
-                cls._threads_outside = _blas_threads_in_force()
-                _free_blas_control()
-                cls._limiter = _blas().limit(limits=1, user_api="blas")
-                _free_blas_control()
+                counts = _blas_thread_counts()
+                cls._threads_outside = _threads_of(counts)
+                cls._pinned = tuple((lib, c) for lib, c in counts if c and c != 1)
+                _set_threads((lib, 1) for lib, _ in cls._pinned)
             cls._depth += 1
         return self
 
@@ -117,11 +140,19 @@ class _SingleThreadedBlas:
         with cls._lock:
             cls._depth -= 1
             if cls._depth == 0:
-                _free_blas_control()
-                cls._limiter.restore_original_limits()
-                _free_blas_control()
-                cls._limiter = None
+                _set_threads(cls._pinned)
+                cls._pinned = ()
         return False
+
+
+def _set_threads(limits):
+    """Set each ``(library, threads)``, with BLAS control freed around."""
+    limits = tuple(limits)
+    if limits:
+        _free_blas_control()
+        for lib, threads in limits:
+            lib.set_num_threads(threads)
+        _free_blas_control()
 
 
 def single_threaded_blas():
