@@ -103,8 +103,7 @@ def profile_step(shape, name, steps=20):
             start = time.perf_counter()
             loss_and_gradients(network, weights, Batch(X[rows], Y[rows]), ALPHA)
             step_total += time.perf_counter() - start
-    split = not network.batch_norm  # a batch-normalized batch is never split
-    parts = n_parts(shape.batch, network.max_values_per_sample()) if split else 1
+    parts = n_parts(shape.batch, network.max_values_per_sample())
     n_conv = len(shape.conv_filters)
     print(f"\n{name}: {shape.label()}")
     print(
