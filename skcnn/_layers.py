@@ -26,31 +26,64 @@ def _tap(x, i, j, stride, out_h, out_w):
     ]
 
 
+def _pad(x, pads):
+    """``x`` in a zero border of ``pads = ((top, bottom), (left, right))``.
+
+    Zeros and one slice assignment: ``np.pad``'s Python overhead alone costs
+    several times this on the small per-part maps.
+    """
+    (top, bottom), (left, right) = pads
+    n, height, width, channels = x.shape
+    shape = (n, height + top + bottom, width + left + right, channels)
+    out = np.zeros(shape, dtype=x.dtype)
+    out[:, top : top + height, left : left + width, :] = x
+    return out
+
+
 def _im2col(x, kh, kw, stride, out_h, out_w):
     """Rows of ``(kh * kw * C)`` input pixels, one per output pixel.
 
     One copy into a ``(n, oh, ow, kh, kw, C)`` buffer, channels innermost, so
-    the GEMM reads it contiguously and the weights need no transpose. Along a
-    kernel row the ``kw * C`` pixels are contiguous in ``x``, so when that run
-    is long one strided view copies fastest; for a few channels (the first
-    layer) copying tap by tap is faster.
+    the GEMM reads it contiguously and the weights need no transpose: along
+    a kernel row the ``kw * C`` pixels are contiguous in ``x``, so one
+    strided view copies them in runs of ``kw * C``. For few channels see
+    :func:`_im2col_few_channels`.
     """
     n, _, _, channels = x.shape
-    if kw * channels >= 16:
-        sn, sh, sw, sc = x.strides
-        view = as_strided(
-            x,
-            shape=(n, out_h, out_w, kh, kw * channels),
-            strides=(sn, sh * stride, sw * stride, sh, sc),
-            writeable=False,
-        )
-        cols = np.ascontiguousarray(view)
-    else:
-        cols = np.empty((n, out_h, out_w, kh, kw, channels), dtype=x.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                cols[:, :, :, i, j, :] = _tap(x, i, j, stride, out_h, out_w)
-    return cols.reshape(n * out_h * out_w, kh * kw * channels)
+    sn, sh, sw, sc = x.strides
+    view = as_strided(
+        x,
+        shape=(n, out_h, out_w, kh, kw * channels),
+        strides=(sn, sh * stride, sw * stride, sh, sc),
+        writeable=False,
+    )
+    return np.ascontiguousarray(view).reshape(n * out_h * out_w, kh * kw * channels)
+
+
+def _im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w):
+    """:func:`_im2col` of the zero-padded ``x``, for 1-5 channels.
+
+    Channels innermost, the copy would move runs of ``kw * C`` values (a
+    first layer's 3 or 9) -- slow. So ``x`` is padded channels-first, where
+    a tap's pixels along an image row are contiguous, and copied in one
+    strided view to a ``(kh * kw * C, rows)`` buffer, runs of ``out_w``
+    values; its transpose is returned (a Fortran-ordered view the GEMMs take
+    as it is). Measured 3-4 times faster on 3-channel images.
+    """
+    (top, bottom), (left, right) = pads
+    n, height, width, channels = x.shape
+    shape = (n, channels, height + top + bottom, width + left + right)
+    padded = np.zeros(shape, dtype=x.dtype)
+    padded[:, :, top : top + height, left : left + width] = x.transpose(0, 3, 1, 2)
+    sn, sc, sh, sw = padded.strides
+    view = as_strided(
+        padded,
+        shape=(kh, kw, channels, n, out_h, out_w),
+        strides=(sh, sw, sc, sn, sh * stride, sw * stride),
+        writeable=False,
+    )
+    cols_t = np.ascontiguousarray(view).reshape(kh * kw * channels, -1)
+    return cols_t.T
 
 
 def conv2d_forward(x, W, stride=1, pads=((0, 0), (0, 0)), out_hw=None):
@@ -72,17 +105,27 @@ def conv2d_forward(x, W, stride=1, pads=((0, 0), (0, 0)), out_hw=None):
     -------
     out : ndarray of shape (n, out_h, out_w, F)
     cache : tuple
+        The im2col rows (possibly a Fortran-ordered view) and the padded
+        input's shape.
     """
-    if any(pads[0]) or any(pads[1]):
-        x = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
     n, height, width, channels = x.shape
+    (top, bottom), (left, right) = pads
+    padded_shape = (n, height + top + bottom, width + left + right, channels)
     kh, kw, _, filters = W.shape
     if out_hw is None:
-        out_hw = ((height - kh) // stride + 1, (width - kw) // stride + 1)
+        out_hw = (
+            (padded_shape[1] - kh) // stride + 1,
+            (padded_shape[2] - kw) // stride + 1,
+        )
     out_h, out_w = out_hw
-    cols = _im2col(x, kh, kw, stride, out_h, out_w)
+    if kw * channels < 16:
+        cols = _im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w)
+    else:
+        if top or bottom or left or right:
+            x = _pad(x, pads)
+        cols = _im2col(x, kh, kw, stride, out_h, out_w)
     out = cols @ W.reshape(kh * kw * channels, filters)
-    return out.reshape(n, out_h, out_w, filters), (cols, x.shape)
+    return out.reshape(n, out_h, out_w, filters), (cols, padded_shape)
 
 
 def conv2d_backward(dout, cache, W, stride=1, pads=((0, 0), (0, 0)), need_dx=True):

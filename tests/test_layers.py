@@ -43,6 +43,9 @@ def _pads(h, w, kh, kw, stride, padding):
         ((1, 6, 5, 2), (2, 2), 1, "same"),  # even kernel: extra pad bottom/right
         ((1, 7, 6, 2), (4, 3), 2, "same"),  # stride 2 with "same"
         ((2, 4, 6, 2), (4, 2), 1, "valid"),  # non-square kernel
+        # kw * C >= 16: im2col copies channels-last runs, not channels-first
+        ((2, 5, 4, 6), (3, 3), 2, "same"),
+        ((1, 6, 5, 8), (2, 2), 1, "same"),
     ],
 )
 def test_conv2d_gradients(shape, kernel, stride, padding):
@@ -62,11 +65,12 @@ def test_conv2d_gradients(shape, kernel, stride, padding):
     assert_gradient(dW, f, W)
 
 
-def test_conv2d_matches_direct_correlation():
+@pytest.mark.parametrize("channels", [2, 8])  # both im2col layouts
+def test_conv2d_matches_direct_correlation(channels):
     # an independent oracle for the forward pass: the textbook 6-loop sum
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((2, 6, 5, 2))
-    W = rng.standard_normal((3, 2, 2, 4))
+    x = rng.standard_normal((2, 6, 5, channels))
+    W = rng.standard_normal((3, 2, channels, 4))
     stride, pads = 2, ((1, 1), (0, 1))
     out, _ = conv2d_forward(x, W, stride, pads)
     xp = np.pad(x, ((0, 0), (1, 1), (0, 1), (0, 0)))
