@@ -123,8 +123,7 @@ class ConvBlock:
         ph, pw = self.pool
         if self.pools_first:
             pooled, pool_cache = maxpool_forward(z, ph, pw, need_cache=train)
-            # the pooled maxima stay cached for the backward pass in training
-            z = out = act(np.add(pooled, b, out=None if train else pooled))
+            z = out = act(np.add(pooled, b, out=pooled))
         else:
             if not self.batch_norm:
                 z += b

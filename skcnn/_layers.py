@@ -174,15 +174,28 @@ def _pool_taps(x, ph, pw):
 def maxpool_forward(x, ph, pw, need_cache=True):
     """Max-pool with a ``(ph, pw)`` window; trailing rows/columns are dropped.
 
-    The forward pass is only elementwise maxima of the strided window views;
-    the backward pass works out from the cached input and output which
-    element won.
+    The output is the elementwise maximum of the strided window views. The
+    cache is, per output, the position in its window (row-major) of the
+    *first* maximal element, one byte each: the backward pass needs nothing
+    else, and the input need not be kept.
     """
     taps = _pool_taps(x, ph, pw)
     out = np.maximum(taps[0], taps[1]) if len(taps) > 1 else taps[0].copy()
     for tap in taps[2:]:
         np.maximum(out, tap, out=out)
-    return out, ((x, out) if need_cache else None)
+    if not need_cache:
+        return out, None
+    # The first maximal element's position is the number of leading taps
+    # that fall short of the maximum: counted with one comparison per tap
+    # and byte arithmetic, no masked writes (numpy's are many times slower).
+    short = np.not_equal(taps[0], out)
+    first = short.astype(np.uint8 if len(taps) <= 256 else np.uint16)
+    below = np.empty(out.shape, dtype=bool)
+    for tap in taps[1:-1]:
+        np.not_equal(tap, out, out=below)
+        short &= below
+        first += short.view(np.uint8)
+    return out, (first, x.shape)
 
 
 def maxpool_backward(dout, cache, ph, pw):
@@ -192,18 +205,13 @@ def maxpool_backward(dout, cache, ph, pw):
     must go to exactly one element, as with ``argmax``: spreading it over all
     tied elements gives wrong gradients (badly wrong bias gradients).
     """
-    x, out = cache
-    out_h, out_w = out.shape[1:3]
-    covered = out_h * ph == x.shape[1] and out_w * pw == x.shape[2]
-    dx = (np.empty if covered else np.zeros)(x.shape, dtype=dout.dtype)
-    taken = None
-    for x_tap, dx_tap in zip(_pool_taps(x, ph, pw), _pool_taps(dx, ph, pw)):
-        winner = x_tap == out
-        if taken is None:
-            taken = winner.copy()
-        else:
-            np.greater(winner, taken, out=winner)  # winner and not yet taken
-            taken |= winner
+    first, x_shape = cache
+    out_h, out_w = first.shape[1:3]
+    covered = out_h * ph == x_shape[1] and out_w * pw == x_shape[2]
+    dx = (np.empty if covered else np.zeros)(x_shape, dtype=dout.dtype)
+    winner = np.empty(first.shape, dtype=bool)
+    for k, dx_tap in enumerate(_pool_taps(dx, ph, pw)):
+        np.equal(first, k, out=winner)
         np.multiply(dout, winner, out=dx_tap)
     return dx
 
