@@ -139,23 +139,28 @@ def test_pool_gradients(shape, window, kind):
     assert_gradient(dx, lambda: np.sum(G * fwd(x, *window)[0]), x)
 
 
-def test_maxpool_matches_reference_and_ties_go_to_first_element():
+@pytest.mark.parametrize("ph, pw", [(2, 2), (3, 2), (3, 3)])
+def test_maxpool_matches_reference_and_ties_go_to_first_element(ph, pw):
     rng = np.random.default_rng(4)
-    x = rng.integers(0, 3, size=(3, 5, 6, 2)).astype(np.float64)  # many ties
-    out, cache = maxpool_forward(x, 2, 2)
-    windows = x[:, :4, :6].reshape(3, 2, 2, 3, 2, 2).transpose(0, 1, 3, 5, 2, 4)
-    windows = windows.reshape(3, 2, 3, 2, 4)
+    x = rng.integers(0, 3, size=(3, 7, 8, 2)).astype(np.float64)  # many ties
+    out, cache = maxpool_forward(x, ph, pw)
+    oh, ow = 7 // ph, 8 // pw
+    windows = x[:, : oh * ph, : ow * pw].reshape(3, oh, ph, ow, pw, 2)
+    windows = windows.transpose(0, 1, 3, 5, 2, 4).reshape(3, oh, ow, 2, ph * pw)
     assert_array_equal(out, windows.max(axis=-1))
     # the whole upstream gradient lands on the first maximal element (argmax)
     G = rng.standard_normal(out.shape)
-    dx = maxpool_backward(G, cache, 2, 2)
+    dx = maxpool_backward(G, cache, ph, pw)
     first = windows.argmax(axis=-1)
-    expected = np.zeros((3, 2, 3, 2, 4))
+    expected = np.zeros((3, oh, ow, 2, ph * pw))
     np.put_along_axis(expected, first[..., None], G[..., None], axis=-1)
-    expected = expected.reshape(3, 2, 3, 2, 2, 2).transpose(0, 1, 4, 2, 5, 3)
-    assert_array_equal(dx[:, :4], expected.reshape(3, 4, 6, 2))
-    assert_array_equal(dx[:, 4], 0)
-    out_fast, none = maxpool_forward(x, 2, 2, need_cache=False)
+    expected = expected.reshape(3, oh, ow, 2, ph, pw).transpose(0, 1, 4, 2, 5, 3)
+    assert_array_equal(
+        dx[:, : oh * ph, : ow * pw], expected.reshape(x[:, : oh * ph, : ow * pw].shape)
+    )
+    assert_array_equal(dx[:, oh * ph :], 0)
+    assert_array_equal(dx[:, :, ow * pw :], 0)
+    out_fast, none = maxpool_forward(x, ph, pw, need_cache=False)
     assert none is None
     assert_array_equal(out_fast, out)
 
