@@ -16,16 +16,6 @@ from numpy.lib.stride_tricks import as_strided
 # --------------------------------------------------------------------------
 
 
-def _tap(x, i, j, stride, out_h, out_w):
-    """Strided view of the input pixels seen by kernel tap ``(i, j)``."""
-    return x[
-        :,
-        i : i + stride * (out_h - 1) + 1 : stride,
-        j : j + stride * (out_w - 1) + 1 : stride,
-        :,
-    ]
-
-
 def _pad(x, pads):
     """``x`` in a zero border of ``pads = ((top, bottom), (left, right))``.
 
@@ -143,17 +133,55 @@ def conv2d_backward(dout, cache, W, stride=1, pads=((0, 0), (0, 0)), need_dx=Tru
     dW = (cols.T @ d2).reshape(W.shape)
     if not need_dx:
         return None, dW
-    # One small GEMM per kernel tap, added into the strided input slice it came
-    # from: cheaper than a full (rows, kh*kw*C) GEMM followed by col2im.
-    dx = np.zeros(padded_shape, dtype=dout.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            part = (d2 @ W[i, j].T).reshape(n, out_h, out_w, channels)
-            _tap(dx, i, j, stride, out_h, out_w)[...] += part
     (top, bottom), (left, right) = pads
-    if top or bottom or left or right:
-        dx = dx[:, top : padded_shape[1] - bottom, left : padded_shape[2] - right, :]
+    x_shape = (n, padded_shape[1] - top - bottom, padded_shape[2] - left - right)
+    dx = _input_grad(d2, W, stride, (top, left), x_shape + (channels,), (out_h, out_w))
     return dx, dW
+
+
+def _span(offset, stride, n_out, size):
+    """Which of ``n_out`` outputs of a tap at ``offset`` (input row
+    ``offset + stride * y`` for output ``y``) read inside ``[0, size)``:
+    ``(first, stop)`` outputs and the first one's input row."""
+    first = max(0, -(offset // stride))
+    stop = min(n_out, (size - 1 - offset) // stride + 1)
+    return first, stop, offset + stride * first
+
+
+def _input_grad(d2, W, stride, origin, x_shape, out_hw):
+    """d/dx of the convolution, straight into an unpadded, contiguous ``dx``.
+
+    One small GEMM per kernel tap (cheaper than a full ``(rows, kh*kw*C)``
+    GEMM followed by col2im), each into one reused buffer, added into the
+    strided input slice it came from, clipped to the unpadded input: no
+    padded ``dx`` to zero, update and slice. With stride 1 and "same"
+    padding the tap at ``origin`` (the padding's top and left) covers the
+    input exactly, so its GEMM writes ``dx`` itself and nothing is zeroed.
+    """
+    n, height, width, channels = x_shape
+    out_h, out_w = out_hw
+    kh, kw = W.shape[:2]
+    top, left = origin
+    rows = d2.shape[0]
+    whole = stride == 1 and out_hw == (height, width) and top < kh and left < kw
+    if whole:
+        dx = np.empty(x_shape, dtype=d2.dtype)
+        np.matmul(d2, W[top, left].T, out=dx.reshape(rows, channels))
+    else:
+        dx = np.zeros(x_shape, dtype=d2.dtype)
+    part = np.empty((rows, channels), dtype=d2.dtype)
+    part_4d = part.reshape(n, out_h, out_w, channels)
+    for i in range(kh):
+        y0, y1, row = _span(i - top, stride, out_h, height)
+        for j in range(kw):
+            x0, x1, col = _span(j - left, stride, out_w, width)
+            if y1 <= y0 or x1 <= x0 or (whole and (i, j) == (top, left)):
+                continue  # this tap reads only padding, or wrote dx already
+            np.matmul(d2, W[i, j].T, out=part)
+            rows_end = row + stride * (y1 - y0 - 1) + 1
+            cols_end = col + stride * (x1 - x0 - 1) + 1
+            dx[:, row:rows_end:stride, col:cols_end:stride] += part_4d[:, y0:y1, x0:x1]
+    return dx
 
 
 # --------------------------------------------------------------------------
