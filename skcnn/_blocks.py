@@ -26,6 +26,7 @@ from ._layers import (
     batchnorm_input_grad,
     batchnorm_normalize,
     batchnorm_param_grads,
+    channel_sums,
     conv2d_backward,
     conv2d_forward,
     maxpool_backward,
@@ -190,12 +191,12 @@ class ConvBlock:
         ph, pw = self.pool
         if self.pools_first:
             delta = act_grad(a_act, dout)
-            dbias = delta.sum(axis=(0, 1, 2))
+            dbias = channel_sums(delta)
             delta = maxpool_backward(delta, pool_cache, ph, pw)
         else:
             unpool = maxpool_backward if self.pooling == "max" else avgpool_backward
             delta = act_grad(a_act, unpool(dout, pool_cache, ph, pw))
-            dbias = delta.sum(axis=(0, 1, 2))
+            dbias = channel_sums(delta)
         W = weights.coefs[self.index]
         dx, dW = conv2d_backward(
             delta, conv_cache, W, self.stride, self.pads, need_dx=need_dx
