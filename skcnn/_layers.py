@@ -267,10 +267,16 @@ def avgpool_forward(x, ph, pw, need_cache=True):
 
 
 def avgpool_backward(dout, x_shape, ph, pw):
-    dx = np.zeros(x_shape, dtype=dout.dtype)
+    """Spread each output's gradient evenly over its window, in one
+    broadcast assignment (only dropped trailing rows/columns are zeroed)."""
+    n, out_h, out_w, channels = dout.shape
+    covered = out_h * ph == x_shape[1] and out_w * pw == x_shape[2]
+    dx = (np.empty if covered else np.zeros)(x_shape, dtype=dout.dtype)
+    windows = dx[:, : out_h * ph, : out_w * pw].reshape(
+        n, out_h, ph, out_w, pw, channels
+    )
     share = dout * dout.dtype.type(1.0 / (ph * pw))
-    for view in _pool_taps(dx, ph, pw):
-        view[...] = share
+    windows[...] = share[:, :, None, :, None, :]
     return dx
 
 
