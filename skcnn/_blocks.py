@@ -31,6 +31,7 @@ from ._layers import (
     conv2d_forward,
     maxpool_backward,
     maxpool_forward,
+    per_channel,
 )
 
 
@@ -53,9 +54,13 @@ class Standardize:
         return self.out_size
 
     def forward(self, weights, x, train, mask=None):
-        out = np.subtract(x, weights.input_offset, dtype=x.dtype)
-        out *= (1 / weights.input_scale).astype(x.dtype)
-        return out, None
+        offset = weights.input_offset.astype(x.dtype)
+        rows, offset, factor = per_channel(
+            x, offset, (1 / weights.input_scale).astype(x.dtype)
+        )
+        out = np.subtract(rows, offset)
+        out *= factor
+        return out.reshape(x.shape), None
 
     def backward(self, weights, dout, cache, need_dx=True):
         return dout / weights.input_scale.astype(dout.dtype), None

@@ -23,6 +23,7 @@ from skcnn._layers import (
     conv2d_forward,
     maxpool_backward,
     maxpool_forward,
+    per_channel,
 )
 from skcnn._losses import logistic_cross_entropy, softmax_cross_entropy
 from skcnn._network import _conv_geometry
@@ -250,3 +251,18 @@ def test_batchnorm_normalizes_and_inference_matches_with_batch_stats():
     train_out = batchnorm_forward(z, scale, shift)[0]
     infer_out = batchnorm_inference(z.copy(), scale, shift, mean, var)
     np.testing.assert_allclose(infer_out, train_out, rtol=1e-12)
+
+
+def test_per_channel_rows_view_the_map_and_tiles_match_broadcasting():
+    rng = np.random.default_rng(10)
+    a = rng.standard_normal((2, 3, 4, 5))
+    v, w = rng.standard_normal(5), rng.standard_normal(5)
+    rows, v_rows, w_rows = per_channel(a, v, w)
+    assert rows.shape == (6, 20) and np.shares_memory(rows, a)
+    assert_array_equal((rows * v_rows + w_rows).reshape(a.shape), a * v + w)
+    # no row view of a strided map: it comes back as it is, so does a
+    # one-channel map (its broadcast already runs in one long loop)
+    strided = a[:, :, ::2]
+    assert all(x is y for x, y in zip(per_channel(strided, v), (strided, v)))
+    single = a[..., :1].copy()
+    assert per_channel(single, v[:1])[0] is single
