@@ -255,14 +255,17 @@ def test_batchnorm_normalizes_and_inference_matches_with_batch_stats():
 
 def test_per_channel_rows_view_the_map_and_tiles_match_broadcasting():
     rng = np.random.default_rng(10)
-    a = rng.standard_normal((2, 3, 4, 5))
+    a = rng.standard_normal((2, 32, 16, 5))
     v, w = rng.standard_normal(5), rng.standard_normal(5)
     rows, v_rows, w_rows = per_channel(a, v, w)
-    assert rows.shape == (6, 20) and np.shares_memory(rows, a)
+    assert rows.shape == (64, 80) and np.shares_memory(rows, a)
     assert_array_equal((rows * v_rows + w_rows).reshape(a.shape), a * v + w)
-    # no row view of a strided map: it comes back as it is, so does a
-    # one-channel map (its broadcast already runs in one long loop)
+    # no row view of a strided map: it comes back as it is, so do a
+    # one-channel map (its broadcast already runs in one long loop) and a
+    # small one
     strided = a[:, :, ::2]
     assert all(x is y for x, y in zip(per_channel(strided, v), (strided, v)))
     single = a[..., :1].copy()
     assert per_channel(single, v[:1])[0] is single
+    small = a[:1, :2].copy()
+    assert per_channel(small, v)[0] is small
