@@ -92,7 +92,7 @@ def _im2col(x, kh, kw, stride, out_h, out_w):
 
 
 def _im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w):
-    """:func:`_im2col` of the zero-padded ``x``, for 1-5 channels.
+    """:func:`_im2col` of the zero-padded ``x``, for few channels.
 
     Channels innermost, the copy would move runs of ``kw * C`` values (a
     first layer's 3 or 9) -- slow. So ``x`` is padded channels-first, where
@@ -149,7 +149,7 @@ def conv2d_forward(x, W, stride=1, pads=((0, 0), (0, 0)), out_hw=None):
             (padded_shape[2] - kw) // stride + 1,
         )
     out_h, out_w = out_hw
-    if kw * channels < 16:
+    if kw * channels < 16:  # measured: from 16 on channels-last runs copy faster
         cols = _im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w)
     else:
         if top or bottom or left or right:
