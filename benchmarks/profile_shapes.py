@@ -24,6 +24,7 @@ def profile_step(shape, name, steps=20):
     timed ops inside it.
     """
     import skcnn._blocks as blocks
+    import skcnn._engine as engine
     from skcnn._engine import Batch, loss_and_gradients
     from skcnn._layers import ACTIVATION_GRADS, ACTIVATIONS
     from skcnn._parallel import n_parts
@@ -43,7 +44,11 @@ def profile_step(shape, name, steps=20):
                 stack[-1] += elapsed
 
     def op_timer(label, fn):
-        return lambda *a, **k: run(f"{label} (layer {layer[0]})", fn, a, k)
+        def timed(*a, **k):
+            where = "engine" if layer[0] is None else f"layer {layer[0]}"
+            return run(f"{label} ({where})", fn, a, k)
+
+        return timed
 
     def layer_timer(label, fn):
         def wrapper(spec, *args, **kwargs):
@@ -57,11 +62,29 @@ def profile_step(shape, name, steps=20):
         return wrapper
 
     ways = ("forward", "backward")
-    kinds = ("conv2d", "maxpool", "avgpool", "batchnorm")
-    ops = [f"{kind}_{way}" for kind in kinds for way in ways]
-    patched = [(blocks, op, op_timer(op, getattr(blocks, op))) for op in ops]
-    for cls, kind in ((blocks.ConvBlock, "conv block"), (blocks.Dense, "dense")):
-        patched += [(cls, w, layer_timer(f"{kind} {w}", getattr(cls, w))) for w in ways]
+    ops = [
+        *(f"{kind}_{way}" for kind in ("conv2d", "maxpool", "avgpool") for way in ways),
+        "batch_moments",
+        "batchnorm_normalize",
+        "batchnorm_param_grads",
+        "batchnorm_input_grad",
+    ]
+    # the engine computes a batch-normalized part's moments itself
+    patched = [
+        (m, op, op_timer(op, getattr(m, op)))
+        for m in (blocks, engine)
+        for op in ops
+        if hasattr(m, op)
+    ]
+    # a batch-normalized block's halves are called by the engine directly
+    halves = ("convolve", "normalize", "backward_to_norm", "backward_from_norm")
+    for cls, kind, methods in (
+        (blocks.ConvBlock, "conv block", ways + halves),
+        (blocks.Dense, "dense", ways),
+    ):
+        patched += [
+            (cls, w, layer_timer(f"{kind} {w}", getattr(cls, w))) for w in methods
+        ]
     weights = initialize(network, np.random.RandomState(0), np.float32)
     X, y = random_data(shape, 4 * shape.batch)
     Y = np.eye(shape.n_classes, dtype=np.float32)[y]
@@ -80,8 +103,7 @@ def profile_step(shape, name, steps=20):
             start = time.perf_counter()
             loss_and_gradients(network, weights, Batch(X[rows], Y[rows]), ALPHA)
             step_total += time.perf_counter() - start
-    split = not network.batch_norm  # a batch-normalized batch is never split
-    parts = n_parts(shape.batch, network.max_values_per_sample()) if split else 1
+    parts = n_parts(shape.batch, network.max_values_per_sample())
     n_conv = len(shape.conv_filters)
     print(f"\n{name}: {shape.label()}")
     print(

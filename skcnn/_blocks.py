@@ -26,10 +26,12 @@ from ._layers import (
     batchnorm_input_grad,
     batchnorm_normalize,
     batchnorm_param_grads,
+    channel_sums,
     conv2d_backward,
     conv2d_forward,
     maxpool_backward,
     maxpool_forward,
+    per_channel,
 )
 
 
@@ -52,9 +54,13 @@ class Standardize:
         return self.out_size
 
     def forward(self, weights, x, train, mask=None):
-        out = np.subtract(x, weights.input_offset, dtype=x.dtype)
-        out *= (1 / weights.input_scale).astype(x.dtype)
-        return out, None
+        offset = weights.input_offset.astype(x.dtype)
+        rows, offset, factor = per_channel(
+            x, offset, (1 / weights.input_scale).astype(x.dtype)
+        )
+        out = np.subtract(rows, offset)
+        out *= factor
+        return out.reshape(x.shape), None
 
     def backward(self, weights, dout, cache, need_dx=True):
         return dout / weights.input_scale.astype(dout.dtype), None
@@ -123,11 +129,13 @@ class ConvBlock:
         ph, pw = self.pool
         if self.pools_first:
             pooled, pool_cache = maxpool_forward(z, ph, pw, need_cache=train)
-            # the pooled maxima stay cached for the backward pass in training
-            z = out = act(np.add(pooled, b, out=None if train else pooled))
+            rows, bias = per_channel(pooled, b)
+            rows += bias
+            z = out = act(pooled)
         else:
             if not self.batch_norm:
-                z += b
+                rows, bias = per_channel(z, b)
+                rows += bias
             else:
                 mean, var = weights.means[k], weights.vars[k]
                 z = batchnorm_inference(z, weights.scales[k], b, mean, var)
@@ -150,24 +158,32 @@ class ConvBlock:
         return conv2d_forward(x, W, self.stride, self.pads, self.conv_hw)
 
     def normalize(self, weights, z, conv_cache, stats):
-        """Normalize ``z`` with the batch's ``stats = (mean, var)``, then
-        activation and pooling: the block's ``(out, cache)``."""
+        """Normalize ``z`` (overwritten) with the batch's ``stats = (mean,
+        var)``, then activation and pooling: the block's ``(out, cache)``."""
         k = self.index
         z, norm_cache = batchnorm_normalize(
             z, weights.scales[k], weights.intercepts[k], *stats
         )
         z = ACTIVATIONS[self.activation](z)
-        pool = maxpool_forward if self.pooling == "max" else avgpool_forward
-        out, pool_cache = pool(z, *self.pool)
+        if self.pooling == "max":
+            out, pool_cache = maxpool_forward(z, *self.pool)
+            # the gradient reaches only each window's first maximum, whose
+            # activation is the pooled output: the activation's gradient
+            # is taken there (see backward_to_norm), and z is not kept
+            z = out
+        else:
+            out, pool_cache = avgpool_forward(z, *self.pool)
         return out, (conv_cache, pool_cache, z, norm_cache, stats)
 
     def backward_to_norm(self, dout, cache):
         """Back through pooling and activation of a batch-normalized block:
         ``(delta, (dscale, dshift))``, the sums over this part's rows."""
         _, pool_cache, a_act, norm_cache, _ = cache
-        unpool = maxpool_backward if self.pooling == "max" else avgpool_backward
-        dout = unpool(dout, pool_cache, *self.pool)
-        delta = ACTIVATION_GRADS[self.activation](a_act, dout)
+        act_grad = ACTIVATION_GRADS[self.activation]
+        if self.pooling == "max":  # a_act is the pooled output: a smaller map
+            delta = maxpool_backward(act_grad(a_act, dout), pool_cache, *self.pool)
+        else:
+            delta = act_grad(a_act, avgpool_backward(dout, pool_cache, *self.pool))
         return delta, batchnorm_param_grads(delta, norm_cache)
 
     def backward_from_norm(self, weights, delta, cache, sums, n_images, need_dx):
@@ -191,12 +207,11 @@ class ConvBlock:
         ph, pw = self.pool
         if self.pools_first:
             delta = act_grad(a_act, dout)
-            dbias = delta.sum(axis=(0, 1, 2))
+            dbias = channel_sums(delta)
             delta = maxpool_backward(delta, pool_cache, ph, pw)
-        else:
-            unpool = maxpool_backward if self.pooling == "max" else avgpool_backward
-            delta = act_grad(a_act, unpool(dout, pool_cache, ph, pw))
-            dbias = delta.sum(axis=(0, 1, 2))
+        else:  # average pooling: max pools first without batch norm
+            delta = act_grad(a_act, avgpool_backward(dout, pool_cache, ph, pw))
+            dbias = channel_sums(delta)
         W = weights.coefs[self.index]
         dx, dW = conv2d_backward(
             delta, conv_cache, W, self.stride, self.pads, need_dx=need_dx

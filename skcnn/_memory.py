@@ -82,19 +82,25 @@ def step_values_per_sample(arch, dropout=0.0, augment_shift=None):
     kept, transient = 0, 0
     for k, block in enumerate(arch.conv_blocks):
         inp, padded, cols, conv, pooled, tap = _block_sizes(block)
-        if arch.batch_norm:  # the normalized map and the activations
-            kept += cols + 2 * conv + pooled
-        elif block.pools_first:  # the conv, the pooled maxima, the act
-            kept += cols + conv + 2 * pooled
-        else:
+        # a max-pool keeps its maxima's window positions, one byte each
+        positions = -(-pooled // 4) if block.pooling == "max" else 0
+        if arch.batch_norm:
+            # the normalized map, the output, and the activations the
+            # gradient is taken at: with max pooling, the output itself
+            kept += cols + conv + pooled + (positions or conv)
+        elif block.pools_first:  # the output (the pooled activations)
+            kept += cols + pooled + positions
+        else:  # the activations and the output
             kept += cols + conv + pooled
-        norm = 2 * conv if arch.batch_norm else 0
-        forward = padded + norm // 2
+        norm = conv if arch.batch_norm else 0  # the normalization's input gradient
+        # the padded input, then the conv output (kept only by average
+        # pooling without normalization) or the activations before pooling
+        forward = padded + (conv if arch.batch_norm or block.pools_first else 0)
         # the incoming delta, the pooling's dx, the activation's and the
         # normalization's temporaries, then conv2d_backward's dx and one tap
         # (the first block computes no dx)
         backward = conv + pooled + (2 * conv if smooth else conv // 4) + norm
-        backward += (max(padded, inp) + tap) if k else 0
+        backward += (inp + tap) if k else 0
         transient = max(transient, forward, backward)
     dense = arch.dense_sizes
     hidden = sum(dense[1:-1])

@@ -23,6 +23,7 @@ from skcnn._layers import (
     conv2d_forward,
     maxpool_backward,
     maxpool_forward,
+    per_channel,
 )
 from skcnn._losses import logistic_cross_entropy, softmax_cross_entropy
 from skcnn._network import _conv_geometry
@@ -43,6 +44,9 @@ def _pads(h, w, kh, kw, stride, padding):
         ((1, 6, 5, 2), (2, 2), 1, "same"),  # even kernel: extra pad bottom/right
         ((1, 7, 6, 2), (4, 3), 2, "same"),  # stride 2 with "same"
         ((2, 4, 6, 2), (4, 2), 1, "valid"),  # non-square kernel
+        # kw * C >= 16: im2col copies channels-last runs, not channels-first
+        ((2, 5, 4, 6), (3, 3), 2, "same"),
+        ((1, 6, 5, 8), (2, 2), 1, "same"),
     ],
 )
 def test_conv2d_gradients(shape, kernel, stride, padding):
@@ -62,11 +66,12 @@ def test_conv2d_gradients(shape, kernel, stride, padding):
     assert_gradient(dW, f, W)
 
 
-def test_conv2d_matches_direct_correlation():
+@pytest.mark.parametrize("channels", [2, 8])  # both im2col layouts
+def test_conv2d_matches_direct_correlation(channels):
     # an independent oracle for the forward pass: the textbook 6-loop sum
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((2, 6, 5, 2))
-    W = rng.standard_normal((3, 2, 2, 4))
+    x = rng.standard_normal((2, 6, 5, channels))
+    W = rng.standard_normal((3, 2, channels, 4))
     stride, pads = 2, ((1, 1), (0, 1))
     out, _ = conv2d_forward(x, W, stride, pads)
     xp = np.pad(x, ((0, 0), (1, 1), (0, 1), (0, 0)))
@@ -135,23 +140,28 @@ def test_pool_gradients(shape, window, kind):
     assert_gradient(dx, lambda: np.sum(G * fwd(x, *window)[0]), x)
 
 
-def test_maxpool_matches_reference_and_ties_go_to_first_element():
+@pytest.mark.parametrize("ph, pw", [(2, 2), (3, 2), (3, 3)])
+def test_maxpool_matches_reference_and_ties_go_to_first_element(ph, pw):
     rng = np.random.default_rng(4)
-    x = rng.integers(0, 3, size=(3, 5, 6, 2)).astype(np.float64)  # many ties
-    out, cache = maxpool_forward(x, 2, 2)
-    windows = x[:, :4, :6].reshape(3, 2, 2, 3, 2, 2).transpose(0, 1, 3, 5, 2, 4)
-    windows = windows.reshape(3, 2, 3, 2, 4)
+    x = rng.integers(0, 3, size=(3, 7, 8, 2)).astype(np.float64)  # many ties
+    out, cache = maxpool_forward(x, ph, pw)
+    oh, ow = 7 // ph, 8 // pw
+    windows = x[:, : oh * ph, : ow * pw].reshape(3, oh, ph, ow, pw, 2)
+    windows = windows.transpose(0, 1, 3, 5, 2, 4).reshape(3, oh, ow, 2, ph * pw)
     assert_array_equal(out, windows.max(axis=-1))
     # the whole upstream gradient lands on the first maximal element (argmax)
     G = rng.standard_normal(out.shape)
-    dx = maxpool_backward(G, cache, 2, 2)
+    dx = maxpool_backward(G, cache, ph, pw)
     first = windows.argmax(axis=-1)
-    expected = np.zeros((3, 2, 3, 2, 4))
+    expected = np.zeros((3, oh, ow, 2, ph * pw))
     np.put_along_axis(expected, first[..., None], G[..., None], axis=-1)
-    expected = expected.reshape(3, 2, 3, 2, 2, 2).transpose(0, 1, 4, 2, 5, 3)
-    assert_array_equal(dx[:, :4], expected.reshape(3, 4, 6, 2))
-    assert_array_equal(dx[:, 4], 0)
-    out_fast, none = maxpool_forward(x, 2, 2, need_cache=False)
+    expected = expected.reshape(3, oh, ow, 2, ph, pw).transpose(0, 1, 4, 2, 5, 3)
+    assert_array_equal(
+        dx[:, : oh * ph, : ow * pw], expected.reshape(x[:, : oh * ph, : ow * pw].shape)
+    )
+    assert_array_equal(dx[:, oh * ph :], 0)
+    assert_array_equal(dx[:, :, ow * pw :], 0)
+    out_fast, none = maxpool_forward(x, ph, pw, need_cache=False)
     assert none is None
     assert_array_equal(out_fast, out)
 
@@ -241,3 +251,21 @@ def test_batchnorm_normalizes_and_inference_matches_with_batch_stats():
     train_out = batchnorm_forward(z, scale, shift)[0]
     infer_out = batchnorm_inference(z.copy(), scale, shift, mean, var)
     np.testing.assert_allclose(infer_out, train_out, rtol=1e-12)
+
+
+def test_per_channel_rows_view_the_map_and_tiles_match_broadcasting():
+    rng = np.random.default_rng(10)
+    a = rng.standard_normal((2, 32, 16, 5))
+    v, w = rng.standard_normal(5), rng.standard_normal(5)
+    rows, v_rows, w_rows = per_channel(a, v, w)
+    assert rows.shape == (64, 80) and np.shares_memory(rows, a)
+    assert_array_equal((rows * v_rows + w_rows).reshape(a.shape), a * v + w)
+    # no row view of a strided map: it comes back as it is, so do a
+    # one-channel map (its broadcast already runs in one long loop) and a
+    # small one
+    strided = a[:, :, ::2]
+    assert all(x is y for x, y in zip(per_channel(strided, v), (strided, v)))
+    single = a[..., :1].copy()
+    assert per_channel(single, v[:1])[0] is single
+    small = a[:1, :2].copy()
+    assert per_channel(small, v)[0] is small
