@@ -7,7 +7,9 @@ Each spec knows its input and output shape and pairs, side by side,
 
 where ``weights`` is the caller's ``Weights`` (the estimator's fitted
 arrays, never copied), ``grads`` is ``(dW, dbias, dscale)`` for a layer
-with parameters (its ``index`` says which) and None otherwise. Nothing is
+with parameters (its ``index`` says which) and None otherwise -- a dense
+layer's ``dW`` comes as its factors (an ``OuterSum``), which the engine
+multiplies once a split minibatch's parts are collected. Nothing is
 stored on a spec, so one network serves several threads at once. The
 arithmetic is the primitives' of ``_layers``.
 """
@@ -19,6 +21,7 @@ import numpy as np
 from ._layers import (
     ACTIVATION_GRADS,
     ACTIVATIONS,
+    OuterSum,
     avgpool_backward,
     avgpool_forward,
     batch_moments,
@@ -297,7 +300,9 @@ class Dense:
         x, a = cache
         if self.activation is not None:
             dout = ACTIVATION_GRADS[self.activation](a, dout)
-        dW = x.T @ dout
+        # the weight gradient x.T @ dout is multiplied by the engine once the
+        # parts of a split minibatch are collected (see OuterSum)
+        dW = OuterSum(x, dout)
         dbias = dout.sum(axis=0)
         dx = dout @ weights.coefs[self.index].T if need_dx else None
         return dx, (dW, dbias, None)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._layers import batch_moments, combine_moments
+from ._layers import OuterSum, batch_moments, combine_moments
 from ._losses import OUTPUTS, weight_total
 from ._network import backward, collect_grads, forward
 from ._parallel import (
@@ -80,6 +80,7 @@ def loss_and_gradients(net, weights, batch, alpha, n_threads=1):
             return Step(loss, backward(net, weights, caches, dlogits))
 
         step = reduce_parts(part, _add_steps, n, parts, n_threads)
+    step.grads.coefs = [_multiplied(g, n_threads) for g in step.grads.coefs]
     if alpha:
         scale = alpha / total
         step.loss += 0.5 * scale * sum(float(np.vdot(W, W)) for W in weights.coefs)
@@ -90,10 +91,27 @@ def loss_and_gradients(net, weights, batch, alpha, n_threads=1):
 
 def _add_steps(step, other):
     # in place into the earlier part's gradients: nothing else holds them
+    # (a dense layer's OuterSum collects the other part's factors)
     step.loss += other.loss
     for g, h in zip(step.grads.flat(), other.grads.flat()):
         g += h
     return step
+
+
+def _multiplied(g, n_threads):
+    """A dense layer's collected :class:`OuterSum` as an array (others as
+    they are): one GEMM over all the parts' rows, itself split into row
+    blocks of the result by size alone, each single-threaded BLAS."""
+    if not isinstance(g, OuterSum):
+        return g
+    a, b = g.factors()
+    out = np.empty((a.shape[1], b.shape[1]), dtype=a.dtype)
+
+    def block(rows):
+        np.matmul(a[:, rows].T, b, out=out[rows])
+
+    map_parts(block, len(out), n_parts(len(out), a.shape[0] + b.shape[1]), n_threads)
+    return out
 
 
 @dataclass
@@ -166,7 +184,9 @@ class _NormStages:
             grads.update(met.grads)
             dW = grads[norms[s]][0]
             grads[norms[s]] = (dW, sums[1], sums[0])  # dbias = dshift, dscale
-        return Step(loss, collect_grads(layers, self.weights, grads), stats)
+        grads = collect_grads(layers, self.weights, grads)
+        grads.coefs = [_multiplied(g, n_threads) for g in grads.coefs]
+        return Step(loss, grads, stats)
 
     # One part's work in a stage. ---------------------------------------------
     def _layers_forward(self, k, x, start, stop):

@@ -225,6 +225,34 @@ def _input_grad(d2, W, stride, origin, x_shape, out_hw):
     return dx
 
 
+class OuterSum:
+    """``sum_k a_k.T @ b_k`` over a minibatch's parts, multiplied once.
+
+    A dense layer's weight gradient is ``x.T @ dout``. When a minibatch is
+    split into parts of a few rows each (as it is for large conv maps),
+    every part computing its own ``fan_in x units`` product from 2-4 rows
+    makes shallow, slow GEMMs, and adding up the parts' products costs
+    more: measured 6.4 ms per step against 1.4 ms for one GEMM over the
+    collected rows (2048 x 128 weights, 32 parts of 4 rows, one thread).
+    So a part returns the factors, the parts' factors are collected with
+    ``+=`` in part order, and the engine multiplies once.
+    """
+
+    def __init__(self, a, b):
+        self.a, self.b = [a], [b]
+
+    def __iadd__(self, other):
+        self.a += other.a
+        self.b += other.b
+        return self
+
+    def factors(self):
+        """The collected ``(a, b)``: the gradient is ``a.T @ b``."""
+        if len(self.a) == 1:
+            return self.a[0], self.b[0]
+        return np.concatenate(self.a), np.concatenate(self.b)
+
+
 # --------------------------------------------------------------------------
 # Pooling (stride = window, floor mode)
 # --------------------------------------------------------------------------

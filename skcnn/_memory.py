@@ -200,7 +200,13 @@ def fit_estimate(
     workers = min(parts, blas_threads())
     rows = batch if arch.batch_norm else min(batch, workers * -(-batch // parts))
     grads = min(parts, 3 * workers)
-    step = (max(rows * per_sample, 2 * largest) + grads * trainable) * itemsize
+    # A dense layer's weight gradient is not computed per part: its factors
+    # (the layer's inputs and output gradients) are collected from every
+    # part and multiplied once (OuterSum).
+    dense = sum(d.n_in * d.n_out for d in arch.dense_layers)
+    factors = batch * sum(d.n_in + d.n_out for d in arch.dense_layers)
+    grads = grads * (trainable - dense) + dense + factors
+    step = (max(rows * per_sample, 2 * largest) + grads) * itemsize
     if est.early_stopping:  # the held-out validation set is scored between epochs
         step = max(step, predict_estimate(arch, n_samples, itemsize))
         copy_bytes += n_samples * _input_values(arch) * itemsize  # the split's copy
