@@ -133,7 +133,9 @@ activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
 dropout : float in [0, 1), default=0.0
     Fraction of each hidden dense layer's outputs dropped during training
     (inverted dropout, off at prediction). The masks are drawn from the
-    estimator's random state, so fits stay reproducible.
+    estimator's random state, so fits stay reproducible. Dropout breaks the
+    equivalence of an integer ``sample_weight`` with repeated rows (a
+    repeated row gets masks of its own), so it is off by default.
 
 augment : dict or None, default=None
     ``{"shift": s, "flip": f}`` shifts each training image (never at
@@ -157,15 +159,20 @@ batch_size : int or "auto", default="auto"
     (clipped to ``n_samples``): MLPClassifier's 200 on large sets, but
     about 16 minibatches an epoch on small ones, down to 64.
 
-learning_rate : {"constant", "invscaling", "adaptive", "cosine"}, \
-        default="constant"
-    Learning-rate schedule. "invscaling" and "adaptive" apply to
-    ``solver="sgd"`` only, as in MLPClassifier; "cosine" decays the rate
-    of every solver from ``learning_rate_init`` towards 0 over the epochs
-    ``E`` planned for the ``fit`` call (see ``max_steps``):
-    ``0.5 * (1 + cos(pi * epoch / E))``, restarting with each ``fit`` (also
-    a warm start); ``partial_fit``, which has no horizon, trains at
-    ``learning_rate_init``.
+learning_rate : {"anneal", "constant", "invscaling", "adaptive", \
+        "cosine"}, default="anneal"
+    Learning-rate schedule over the epochs ``E`` planned for the ``fit``
+    call (see ``max_steps``), for every solver: "anneal" keeps
+    ``learning_rate_init`` for the first two thirds of them, then decays
+    it along a half cosine towards 0 over the last third -- a fit that the
+    ``tol`` rule ends sooner (small sets) trains at the constant rate;
+    "cosine" decays it over all of them, ``0.5 * (1 + cos(pi * epoch /
+    E))``; "constant" never changes it. "invscaling" and "adaptive" are
+    MLPClassifier's and apply to ``solver="sgd"`` only (the rate of the
+    other solvers stays constant). The schedules restart with each
+    ``fit`` (also a warm start); ``partial_fit``, which has no horizon,
+    trains at ``learning_rate_init``. MLPClassifier's default is
+    "constant"; "anneal" reached 99.2 % on MNIST where "constant" did not.
 
 learning_rate_init : float, default=0.001
     Initial learning rate (the step size of Adam).
@@ -179,17 +186,16 @@ max_iter : int, default=200
     ``max_steps``. A ConvergenceWarning says when ``max_iter`` ended
     training.
 
-max_steps : int or None, default=6000
+max_steps : int or None, default=9000
     Budget of optimizer steps (minibatches) per ``fit``: training runs
     ``min(max_iter, ceil(max_steps / batches_per_epoch))`` epochs, so the
     amount of training follows the data. With the other defaults that is
-    20 epochs of 60,000 MNIST images (99.1 % test accuracy in about 2
-    minutes on 2 cores) and up to ``max_iter`` epochs of a small set
-    (scikit-learn's 899 training digits: about 85 epochs of 15 steps
-    before the ``tol`` rule stops), where 20 epochs would leave the model
-    under-trained. The planned epochs are also the horizon of
-    ``learning_rate="cosine"``. None: ``max_iter`` epochs.
-    ``partial_fit`` always runs one epoch.
+    30 epochs of 60,000 MNIST images (MNIST_FIGURE) and up to ``max_iter``
+    epochs of a small set (scikit-learn's 899 training digits: about 85
+    epochs of 15 steps before the ``tol`` rule stops), where 30 epochs
+    would leave the model under-trained. The planned epochs are also the
+    horizon of the "anneal" and "cosine" learning-rate schedules. None:
+    ``max_iter`` epochs. ``partial_fit`` always runs one epoch.
 
 shuffle : bool, default=True
     Whether to shuffle the samples in each epoch.

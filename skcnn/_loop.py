@@ -20,7 +20,7 @@ from ._augment import augment_batch
 from ._engine import Batch, loss_and_gradients
 from ._interrupt import InterruptAfterBatch
 from ._network import Dropout
-from ._optimizers import cosine_factor
+from ._optimizers import anneal_factor, cosine_factor
 from ._parallel import blas_threads, single_threaded_blas
 from ._params import resolve_batch_size
 from ._warn import warn
@@ -197,13 +197,17 @@ class TrainingLoop:
 
     def _current_rate(self, epoch, n_epochs):
         """The base learning rate of the coming epoch, ``epoch`` of this fit
-        call's ``n_epochs`` (cosine if asked). The schedule restarts with
-        each ``fit`` (a warm start trains again rather than at a rate
-        already decayed to 0); ``partial_fit`` (``epoch=None``) has no
-        horizon, so it trains at ``learning_rate_init``."""
+        call's ``n_epochs`` (the "cosine" and "anneal" schedules). A
+        schedule restarts with each ``fit`` (a warm start trains again
+        rather than at a rate already decayed to 0); ``partial_fit``
+        (``epoch=None``) has no horizon: it trains at
+        ``learning_rate_init``."""
         optimizer = self._optimizer
-        if self.learning_rate == "cosine":
-            factor = 1.0 if epoch is None else cosine_factor(epoch, n_epochs)
+        schedule = {"cosine": cosine_factor, "anneal": anneal_factor}
+        if self.learning_rate in schedule:
+            factor = 1.0
+            if epoch is not None:
+                factor = schedule[self.learning_rate](epoch, n_epochs)
             optimizer.scale_learning_rate(factor)
         if hasattr(optimizer, "rate_factor"):  # Adam: the rate is bias-corrected
             return optimizer.learning_rate_init * optimizer.rate_factor

@@ -80,7 +80,7 @@ class Adam:
     ):
         self.learning_rate_init = learning_rate_init
         self.learning_rate = float(learning_rate_init)
-        self.rate_factor = 1.0  # set by the "cosine" schedule
+        self.rate_factor = 1.0  # set by the "cosine" and "anneal" schedules
         self.beta_1 = beta_1
         self.beta_2 = beta_2
         self.epsilon = epsilon
@@ -144,6 +144,23 @@ def make_optimizer(estimator, params):
         weight_decay=estimator.alpha if decoupled else 0.0,
         n_decayed=len(estimator.coefs_) if decoupled else 0,
     )
+
+
+def anneal_factor(epoch, n_epochs):
+    """1 over the first two thirds of ``n_epochs`` epochs, then a half
+    cosine to 0 over the last third (``learning_rate="anneal"``).
+
+    A constant rate learns fastest; annealing it at the end settles the
+    weights in the minimum they reached rather than leaving them wherever
+    the last noisy steps put them (on full MNIST it beat both a constant
+    rate and a cosine over all the epochs, see the README). A fit stopped
+    earlier by the ``tol`` rule (small sets train for fewer epochs than
+    planned) never reaches the decay: there it is the constant rate.
+    """
+    start = n_epochs - n_epochs / 3
+    if epoch < start:
+        return 1.0
+    return cosine_factor(epoch - start, n_epochs / 3)
 
 
 def cosine_factor(epoch, max_iter):

@@ -35,7 +35,9 @@ PARAMETER_CONSTRAINTS = {
         StrOptions({"auto"}),
         Interval(Integral, 1, None, closed="left"),
     ],
-    "learning_rate": [StrOptions({"constant", "invscaling", "adaptive", "cosine"})],
+    "learning_rate": [
+        StrOptions({"anneal", "constant", "invscaling", "adaptive", "cosine"})
+    ],
     "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
     "power_t": [Interval(Real, 0, None, closed="left")],
     "max_iter": [Interval(Integral, 1, None, closed="left")],

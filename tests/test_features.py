@@ -111,6 +111,19 @@ def test_cosine_schedule(images):
         assert_allclose(rates, expected)
 
 
+def test_anneal_schedule_is_the_default(images):
+    # constant for the first two thirds of the planned epochs, then a half
+    # cosine over the last third
+    X, y = images
+    assert CNNClassifier().learning_rate == "anneal"
+    clf = CNNClassifier(**dict(BASE, max_iter=9)).fit(X, y)
+    rates = [h["learning_rate"] for h in clf.history_]
+    epochs = np.arange(9)
+    expected = np.where(epochs < 6, 1.0, 0.5 * (1 + np.cos(np.pi * (epochs - 6) / 3)))
+    assert_allclose(rates, 1e-3 * expected)
+    assert rates[6] == rates[0] > rates[7] > rates[8] > 0
+
+
 def test_cosine_schedule_restarts_with_each_fit_and_not_in_partial_fit(images):
     # a warm start used to continue the decay past its end: a rate of 0, a
     # second fit that silently trained nothing

@@ -285,8 +285,18 @@ def _assert_same_training(ours, mlp):
 
 
 SETTINGS = {
-    "momentum": dict(solver="sgd", nesterovs_momentum=False, learning_rate_init=0.05),
-    "nesterov": dict(solver="sgd", nesterovs_momentum=True, learning_rate_init=0.05),
+    "momentum": dict(
+        solver="sgd",
+        nesterovs_momentum=False,
+        learning_rate="constant",
+        learning_rate_init=0.05,
+    ),
+    "nesterov": dict(
+        solver="sgd",
+        nesterovs_momentum=True,
+        learning_rate="constant",
+        learning_rate_init=0.05,
+    ),
     "invscaling": dict(
         solver="sgd",
         learning_rate="invscaling",
@@ -294,7 +304,10 @@ SETTINGS = {
         power_t=0.25,
         momentum=0.5,
     ),
-    "adam": dict(solver="adam", learning_rate_init=0.02, epsilon=1e-4),
+    # MLPClassifier's default schedule ("anneal" is skcnn's)
+    "adam": dict(
+        solver="adam", learning_rate="constant", learning_rate_init=0.02, epsilon=1e-4
+    ),
 }
 
 
