@@ -11,6 +11,8 @@ cost of every GEMM that touches it).
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ._winograd import winograd_conv3x3, winograd_wins
+
 # --------------------------------------------------------------------------
 # Convolution (im2col + one GEMM)
 # --------------------------------------------------------------------------
@@ -53,8 +55,12 @@ def _im2col(x, kh, kw, stride, out_h, out_w):
     return cols.reshape(n * out_h * out_w, kh * kw * channels)
 
 
-def conv2d_forward(x, W, stride=1, pads=((0, 0), (0, 0)), out_hw=None):
+def conv2d_forward(x, W, stride=1, pads=((0, 0), (0, 0)), out_hw=None, need_cache=True):
     """Cross-correlate ``x`` with ``W`` (no bias; the caller adds it).
+
+    Without ``need_cache`` (inference) a convolution that Winograd's
+    algorithm computes faster (:func:`~skcnn._winograd.winograd_wins`) is
+    computed that way, with fewer multiplications and no im2col buffer.
 
     Parameters
     ----------
@@ -67,12 +73,16 @@ def conv2d_forward(x, W, stride=1, pads=((0, 0), (0, 0)), out_hw=None):
         Number of output rows and columns to compute. ``None`` computes the
         full output; a smaller value computes only its top-left part, which
         is all a floor-mode pooling layer downstream reads.
+    need_cache : bool, default=True
+        Whether :func:`conv2d_backward` will need the cache.
 
     Returns
     -------
     out : ndarray of shape (n, out_h, out_w, F)
-    cache : tuple
+    cache : tuple, or None without ``need_cache``
     """
+    if not need_cache and winograd_wins(W.shape, stride):
+        return winograd_conv3x3(x, W, pads, out_hw), None
     if any(pads[0]) or any(pads[1]):
         x = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
     n, height, width, channels = x.shape
@@ -82,7 +92,8 @@ def conv2d_forward(x, W, stride=1, pads=((0, 0), (0, 0)), out_hw=None):
     out_h, out_w = out_hw
     cols = _im2col(x, kh, kw, stride, out_h, out_w)
     out = cols @ W.reshape(kh * kw * channels, filters)
-    return out.reshape(n, out_h, out_w, filters), (cols, x.shape)
+    out = out.reshape(n, out_h, out_w, filters)
+    return out, ((cols, x.shape) if need_cache else None)
 
 
 def conv2d_backward(dout, cache, W, stride=1, pads=((0, 0), (0, 0)), need_dx=True):

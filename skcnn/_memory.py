@@ -28,6 +28,7 @@ from ._network import Design, build_network
 from ._parallel import blas_threads, n_parts
 from ._params import check_augment, resolve_batch_size
 from ._sysmem import available_memory
+from ._winograd import chunk_values_per_image
 
 # Below this an estimate is not worth the few file reads of the memory
 # query: no machine that runs NumPy lacks it, so normal fits and predictions
@@ -126,6 +127,8 @@ def predict_values_per_sample(arch):
         # unless the previous block pooled first, that block's conv output,
         # held by forward's ``z`` until this block's conv returns
         inp = inp if k else 0
+        if block.winograd:  # no padded copy nor im2col: a chunk's buffers
+            padded, cols = 0, chunk_values_per_image(block)
         peak = max(peak, inp + previous + padded + cols + conv, inp + conv + pooled)
         previous = 0 if block.pools_first else conv
     last = prod(arch.conv_blocks[-1].out_shape) if arch.conv_blocks else 0
