@@ -100,7 +100,7 @@ class ConvBlock:
 
     @property
     def winograd(self):
-        """Whether inference convolves by Winograd (no im2col buffer)."""
+        """Whether the convolution runs by Winograd's algorithm (no im2col)."""
         return winograd_wins(self.coef_shape, self.stride)
 
     def values_per_sample(self):

@@ -11,7 +11,12 @@ cost of every GEMM that touches it).
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ._winograd import winograd_conv3x3, winograd_wins
+from ._winograd import (
+    WinogradCache,
+    winograd_backward,
+    winograd_forward,
+    winograd_wins,
+)
 
 # --------------------------------------------------------------------------
 # Convolution (im2col + one GEMM)
@@ -58,9 +63,9 @@ def _im2col(x, kh, kw, stride, out_h, out_w):
 def conv2d_forward(x, W, stride=1, pads=((0, 0), (0, 0)), out_hw=None, need_cache=True):
     """Cross-correlate ``x`` with ``W`` (no bias; the caller adds it).
 
-    Without ``need_cache`` (inference) a convolution that Winograd's
-    algorithm computes faster (:func:`~skcnn._winograd.winograd_wins`) is
-    computed that way, with fewer multiplications and no im2col buffer.
+    A convolution that Winograd's algorithm computes faster
+    (:func:`~skcnn._winograd.winograd_wins`) is computed that way, with
+    fewer multiplications and no im2col buffer; so is its backward pass.
 
     Parameters
     ----------
@@ -81,8 +86,8 @@ def conv2d_forward(x, W, stride=1, pads=((0, 0), (0, 0)), out_hw=None, need_cach
     out : ndarray of shape (n, out_h, out_w, F)
     cache : tuple, or None without ``need_cache``
     """
-    if not need_cache and winograd_wins(W.shape, stride):
-        return winograd_conv3x3(x, W, pads, out_hw), None
+    if winograd_wins(W.shape, stride):
+        return winograd_forward(x, W, pads, out_hw, need_cache)
     if any(pads[0]) or any(pads[1]):
         x = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
     n, height, width, channels = x.shape
@@ -104,6 +109,8 @@ def conv2d_backward(dout, cache, W, stride=1, pads=((0, 0), (0, 0)), need_dx=Tru
     dx : ndarray of shape (n, H, W, C) or None when ``need_dx`` is False
     dW : ndarray of shape (kh, kw, C, F)
     """
+    if isinstance(cache, WinogradCache):
+        return winograd_backward(dout, cache, W, need_dx)
     cols, padded_shape = cache
     n, out_h, out_w, filters = dout.shape
     kh, kw, channels, _ = W.shape

@@ -28,7 +28,7 @@ from ._network import Design, build_network
 from ._parallel import blas_threads, n_parts
 from ._params import check_augment, resolve_batch_size
 from ._sysmem import available_memory
-from ._winograd import chunk_values_per_image
+from ._winograd import chunk_share, values_per_image, weight_values
 
 # Below this an estimate is not worth the few file reads of the memory
 # query: no machine that runs NumPy lacks it, so normal fits and predictions
@@ -66,37 +66,71 @@ def _block_sizes(block):
     return height * width * channels, padded, cols, conv, prod(block.out_shape), tap
 
 
+def _winograd_sizes(block, part_rows, itemsize):
+    """:func:`~skcnn._winograd.values_per_image` for a call on
+    ``part_rows`` images: the chunk buffers (all but ``kept``) are there
+    for one chunk of images at a time."""
+    sizes = values_per_image(block.in_shape, block.filters, block.conv_hw)
+    share = chunk_share(
+        block.in_shape, block.filters, block.conv_hw, part_rows, itemsize
+    )
+    chunked = [int(-(-v * share // 1)) for v in sizes[1:]]
+    return sizes._replace(**dict(zip(sizes._fields[1:], chunked)))
+
+
+def _winograd_weights(arch, train):
+    """Values of the weights' transforms one part's Winograd block holds."""
+    sizes = [
+        weight_values(b.in_shape[2], b.filters, train)
+        for b in arch.conv_blocks
+        if b.winograd
+    ]
+    return max(sizes, default=0)
+
+
 def _input_values(arch):
     if arch.conv_blocks:
         return prod(arch.conv_blocks[0].in_shape)
     return arch.dense_sizes[0]
 
 
-def step_values_per_sample(arch, dropout=0.0, augment_shift=None):
-    """Values one sample adds to the peak of a training step.
+def step_values_per_sample(arch, part_rows, itemsize, dropout=0.0, augment_shift=None):
+    """Values one sample adds to the peak of a training step in parts of
+    ``part_rows`` rows: ``(values, chunk_values)``.
 
-    What the forward pass keeps for the backward pass, for every block at
-    once (the caches live until the step ends), plus the largest set of
-    temporaries alive together in any one block's forward or backward pass.
+    ``values``: what the forward pass keeps for the backward pass, for
+    every block at once (the caches live until the step ends), plus the
+    largest set of temporaries alive together in any one block's forward
+    or backward pass. ``chunk_values``: the largest chunk buffers a
+    Winograd convolution adds while it runs, only in the parts being
+    computed.
     """
     smooth = arch.activation in ("tanh", "logistic")  # their grads need temps
-    kept, transient = 0, 0
+    kept, transient, chunks = 0, 0, 0
     for k, block in enumerate(arch.conv_blocks):
         inp, padded, cols, conv, pooled, tap = _block_sizes(block)
+        # the convolution's cache and temporaries: forward, backward (the
+        # first block computes no dx)
+        if block.winograd:
+            sizes = _winograd_sizes(block, part_rows, itemsize)
+            conv_kept, conv_forward, conv_backward = sizes.kept, 0, inp if k else 0
+            dx = sizes.dx if k else 0
+            chunks = max(chunks, sizes.forward, sizes.backward + dx)
+        else:  # im2col; backward: dx and one tap
+            conv_kept, conv_forward = cols, padded
+            conv_backward = (max(padded, inp) + tap) if k else 0
         if arch.batch_norm:  # the normalized map and the activations
-            kept += cols + 2 * conv + pooled
+            kept += conv_kept + 2 * conv + pooled
         elif block.pools_first:  # the conv, the pooled maxima, the act
-            kept += cols + conv + 2 * pooled
+            kept += conv_kept + conv + 2 * pooled
         else:
-            kept += cols + conv + pooled
+            kept += conv_kept + conv + pooled
         norm = 2 * conv if arch.batch_norm else 0
-        forward = padded + norm // 2
+        forward = conv_forward + norm // 2
         # the incoming delta, the pooling's dx, the activation's and the
-        # normalization's temporaries, then conv2d_backward's dx and one tap
-        # (the first block computes no dx)
+        # normalization's temporaries, then the convolution's
         backward = conv + pooled + (2 * conv if smooth else conv // 4) + norm
-        backward += (max(padded, inp) + tap) if k else 0
-        transient = max(transient, forward, backward)
+        transient = max(transient, forward, backward + conv_backward)
     dense = arch.dense_sizes
     hidden = sum(dense[1:-1])
     # per layer its input, output, delta and the delta w.r.t. its input
@@ -110,15 +144,16 @@ def step_values_per_sample(arch, dropout=0.0, augment_shift=None):
         height, width, channels = arch.conv_blocks[0].in_shape
         inputs += (height + 2 * augment_shift) * (width + 2 * augment_shift) * channels
         inputs += 2 * first
-    return kept + transient + inputs
+    return kept + transient + inputs, chunks
 
 
 def _scales_input(arch):
     return isinstance(arch.layers[0], Standardize)
 
 
-def predict_values_per_sample(arch):
-    """Values one sample occupies at the peak of an inference pass."""
+def predict_values_per_sample(arch, part_rows, itemsize):
+    """Values one sample occupies at the peak of an inference pass in
+    parts of ``part_rows`` rows."""
     # the input scaling's copy of the input, alive through the first layer
     peak = previous = _input_values(arch) if _scales_input(arch) else 0
     for k, block in enumerate(arch.conv_blocks):
@@ -128,7 +163,7 @@ def predict_values_per_sample(arch):
         # held by forward's ``z`` until this block's conv returns
         inp = inp if k else 0
         if block.winograd:  # no padded copy nor im2col: a chunk's buffers
-            padded, cols = 0, chunk_values_per_image(block)
+            padded, cols = 0, _winograd_sizes(block, part_rows, itemsize).predict
         peak = max(peak, inp + previous + padded + cols + conv, inp + conv + pooled)
         previous = 0 if block.pools_first else conv
     last = prod(arch.conv_blocks[-1].out_shape) if arch.conv_blocks else 0
@@ -182,9 +217,6 @@ def fit_estimate(
     if new_model or new_optimizer:
         model += solver_copies * trainable
     augment = check_augment(est.augment)
-    per_sample = step_values_per_sample(
-        arch, est.dropout, None if augment is None else augment[0]
-    )
     # The minibatch is split into parts, each thread working on one part at
     # a time: the activations of one part per thread are alive at once. Each
     # part computes its own gradients: one per thread in flight and at most
@@ -195,9 +227,15 @@ def fit_estimate(
     # (the parts meet at each normalization), as the whole batch's would.
     parts = n_parts(batch, arch.max_values_per_sample())
     workers = min(parts, blas_threads())
-    rows = batch if arch.batch_norm else min(batch, workers * -(-batch // parts))
+    part_rows = -(-batch // parts)
+    rows = batch if arch.batch_norm else min(batch, workers * part_rows)
     grads = min(parts, 3 * workers)
-    step = (max(rows * per_sample, 2 * largest) + grads * trainable) * itemsize
+    per_sample, chunks = step_values_per_sample(
+        arch, part_rows, itemsize, est.dropout, None if augment is None else augment[0]
+    )
+    activations = rows * per_sample + min(rows, workers * part_rows) * chunks
+    activations += workers * _winograd_weights(arch, train=True)
+    step = (max(activations, 2 * largest) + grads * trainable) * itemsize
     if est.early_stopping:  # the held-out validation set is scored between epochs
         step = max(step, predict_estimate(arch, n_samples, itemsize))
         copy_bytes += n_samples * _input_values(arch) * itemsize  # the split's copy
@@ -214,12 +252,14 @@ def predict_estimate(arch, n_samples, itemsize):
     chunk = min(n_samples, max(1, _engine.PREDICT_CHUNK_VALUES // values_per_sample))
     # a chunk is split into parts, one part per thread alive at a time
     parts = n_parts(chunk, values_per_sample)
-    rows = min(chunk, min(parts, blas_threads()) * -(-chunk // parts))
+    part_rows = -(-chunk // parts)
+    rows = min(chunk, min(parts, blas_threads()) * part_rows)
     # the output and what predict / predict_proba make of it (a binary
     # output is stacked with its complement)
     n_outputs = arch.dense_sizes[-1]
     outputs = n_samples * (4 if n_outputs == 1 else n_outputs + 2)
-    values = rows * predict_values_per_sample(arch) + outputs
+    values = rows * predict_values_per_sample(arch, part_rows, itemsize) + outputs
+    values += min(parts, blas_threads()) * _winograd_weights(arch, train=False)
     return int(_HEADROOM * values * itemsize)
 
 

@@ -275,6 +275,19 @@ MEASURED = {
         np.float32,
         dict(solver="sgd", conv_filters=(8,), pool_size=1),
     ),
+    # Winograd convolutions (14x14x64 -> 128): no im2col buffer, chunks
+    "winograd": (
+        (28, 28),
+        32,
+        np.float32,
+        dict(conv_filters=(64, 128), padding="same"),
+    ),
+    "winograd-batch-norm": (
+        (16, 16, 3),
+        32,
+        np.float64,
+        dict(conv_filters=(32, 32, 64), padding="same", batch_norm=True),
+    ),
     "big-first-block": (
         (256, 256),
         4,

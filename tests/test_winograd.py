@@ -2,11 +2,18 @@
 
 import numpy as np
 import pytest
+import test_network
 from numpy.testing import assert_allclose
 
 from skcnn import CNNClassifier, _layers, _winograd
-from skcnn._layers import conv2d_forward
-from skcnn._winograd import winograd_conv3x3, winograd_wins
+from skcnn._layers import conv2d_backward, conv2d_forward
+from skcnn._winograd import (
+    WinogradCache,
+    winograd_backward,
+    winograd_conv3x3,
+    winograd_forward,
+    winograd_wins,
+)
 
 SAME, VALID = ((1, 1), (1, 1)), ((0, 0), (0, 0))
 
@@ -79,33 +86,75 @@ def test_rule():
     assert not winograd_wins((2, 3, 64, 64), 1)  # a kernel clipped to the map
 
 
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("chunk_bytes", [None, 1])
+def test_gradients_match_im2col(monkeypatch, case, chunk_bytes):
+    if chunk_bytes:  # one image per chunk
+        monkeypatch.setattr(_winograd, "_CHUNK_BYTES", chunk_bytes)
+    n, height, width, channels, filters, pads, out_hw = case
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((n, height, width, channels))
+    W = rng.standard_normal((3, 3, channels, filters))
+    expected, im2col_cache = conv2d_forward(x, W, 1, pads, out_hw)
+    out, cache = winograd_forward(x, W, pads, out_hw, need_cache=True)
+    assert_allclose(out, expected, rtol=0, atol=1e-10)
+    dout = rng.standard_normal(out.shape)
+    dx_expected, dW_expected = conv2d_backward(dout, im2col_cache, W, 1, pads)
+    dx, dW = winograd_backward(dout, cache, W)
+    assert dx.shape == x.shape and dW.shape == W.shape
+    assert_allclose(dx, dx_expected, rtol=0, atol=1e-10)
+    assert_allclose(dW, dW_expected, rtol=0, atol=1e-10)
+    dx, dW_alone = winograd_backward(dout, cache, W, need_dx=False)
+    assert dx is None
+    assert_allclose(dW_alone, dW_expected, rtol=0, atol=1e-10)
+
+
+def test_float32_gradients_stay_float32_and_close():
+    rng = np.random.default_rng(6)
+    x = rng.random((3, 9, 9, 33))
+    W = rng.standard_normal((3, 3, 33, 32)) / np.sqrt(9 * 33)
+    dout = rng.standard_normal((3, 8, 8, 32))
+    _, cache = conv2d_forward(x, W, 1, SAME, (8, 8))
+    dx_expected, dW_expected = conv2d_backward(dout, cache, W, 1, SAME)
+    _, cache = winograd_forward(
+        *(a.astype(np.float32) for a in (x, W)), SAME, (8, 8), True
+    )
+    dx, dW = winograd_backward(dout.astype(np.float32), cache, W.astype(np.float32))
+    assert dx.dtype == dW.dtype == np.float32
+    for got, expected in ((dx, dx_expected), (dW, dW_expected)):
+        assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
 @pytest.fixture
 def spy(monkeypatch):
+    """The weight shapes :func:`conv2d_forward` hands to Winograd."""
     calls = []
 
-    def recording(*args, **kwargs):
-        calls.append(args[1].shape)
-        return winograd_conv3x3(*args, **kwargs)
+    def recording(x, W, *args, **kwargs):
+        calls.append(W.shape)
+        return winograd_forward(x, W, *args, **kwargs)
 
-    monkeypatch.setattr(_layers, "winograd_conv3x3", recording)
+    monkeypatch.setattr(_layers, "winograd_forward", recording)
     return calls
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_conv2d_forward_takes_winograd_only_without_cache(spy, dtype):
+def test_conv2d_takes_winograd_where_it_wins(spy, dtype):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 9, 9, 32)).astype(dtype)
     W = rng.standard_normal((3, 3, 32, 32)).astype(dtype)
-    expected, cache = conv2d_forward(x, W, 1, SAME, (8, 8))
-    assert cache is not None and spy == []
-    got, cache = conv2d_forward(x, W, 1, SAME, (8, 8), need_cache=False)
-    assert cache is None and spy == [(3, 3, 32, 32)]
-    assert got.dtype == dtype
+    z, cache = conv2d_forward(x, W, 1, SAME, (8, 8))
+    assert isinstance(cache, WinogradCache) and spy == [(3, 3, 32, 32)]
+    assert z.dtype == dtype
     tol = 1e-10 if dtype == np.float64 else 1e-4
-    assert_allclose(got, expected, rtol=0, atol=tol)
-    # a layer the rule leaves to im2col: no cache either
-    _, cache = conv2d_forward(x[..., :16], W[:, :, :16], 1, SAME, need_cache=False)
-    assert cache is None and len(spy) == 1
+    assert_allclose(z, winograd_conv3x3(x, W, SAME, (8, 8)), rtol=0, atol=tol)
+    dx, dW = conv2d_backward(np.ones_like(z), cache, W, 1, SAME)
+    assert dx.shape == x.shape and dW.shape == W.shape and dW.dtype == dtype
+    _, cache = conv2d_forward(x, W, 1, SAME, (8, 8), need_cache=False)
+    assert cache is None and len(spy) == 2
+    # a layer the rule leaves to im2col
+    _, cache = conv2d_forward(x[..., :16], W[:, :, :16], 1, SAME)
+    assert not isinstance(cache, WinogradCache) and len(spy) == 2
 
 
 def test_prediction_by_winograd_matches_im2col(spy, monkeypatch):
@@ -120,11 +169,36 @@ def test_prediction_by_winograd_matches_im2col(spy, monkeypatch):
         max_iter=2,
         random_state=0,
     ).fit(X, y)
+    assert (3, 3, 32, 32) in spy  # the fit's convolutions too
     spy.clear()
     proba = clf.predict_proba(X)
-    assert (3, 3, 32, 32) in spy
+    assert spy == [(3, 3, 32, 32)]
     monkeypatch.setattr(_winograd, "MIN_CHANNELS", 10**9)  # im2col only
     spy.clear()
     expected = clf.predict_proba(X)
     assert spy == []
     assert_allclose(proba, expected, rtol=0, atol=1e-10)
+
+
+# test_network's whole-network gradient checks, every 3x3 convolution at
+# stride 1 taken by Winograd: first blocks (no dx), later blocks, "same" and
+# "valid" padding, floor-mode crops, batch norm in parts, global pooling
+GRADCHECKS = [
+    ("wrt_every_parameter", ("reference-like", 3)),
+    ("wrt_every_parameter", ("same-avg-rect", 1)),
+    ("with_strides_global_pooling_and_dropout", ("per-block", True)),
+    ("with_strides_global_pooling_and_dropout", ("global-max", False)),
+    ("with_batch_norm", ("max", False, True)),
+    ("with_batch_norm", ("avg", True, False)),
+]
+
+
+@pytest.mark.parametrize("name, args", GRADCHECKS)
+def test_network_gradients_by_winograd(spy, monkeypatch, name, args):
+    monkeypatch.setattr(_winograd, "MIN_CHANNELS", 1)
+    test = getattr(test_network, f"test_network_gradients_{name}")
+    if name == "with_batch_norm":
+        test(*args, monkeypatch)
+    else:
+        test(*args)
+    assert spy and all(shape[:2] == (3, 3) for shape in spy)
