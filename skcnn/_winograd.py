@@ -73,30 +73,42 @@ def _tiles(out_hw):
 WinogradValues = namedtuple("WinogradValues", "kept forward predict backward dx")
 
 
+def _sizes(out_hw, channels, filters):
+    """Values per image of the chunk buffers, by name."""
+    tiles_h, tiles_w = _tiles(out_hw)
+    tiles = tiles_h * tiles_w
+    split = 2 * (tiles_w + 1) * channels  # a row in the split layout
+    return dict(
+        split=(2 * tiles_h + 2) * split,  # the padded input
+        rows=4 * tiles_h * split,  # its row stage
+        V=16 * tiles * channels,
+        M=16 * tiles * filters,
+        grad=4 * tiles * filters,  # the padded output gradient
+        grad_rows=8 * tiles * filters,  # its row stage
+        E=16 * tiles * filters,
+        dV=16 * tiles * channels,
+        cols=4 * tiles_h * split,  # the column stage of dV
+        dx_split=(2 * tiles_h + 2) * split,  # the padded input's gradient
+    )
+
+
 def values_per_image(in_shape, filters, out_hw):
     """Values one image occupies in the passes of a Winograd convolution
     of ``in_shape`` maps into ``filters`` maps of ``out_hw`` (the memory
     estimates' terms).
 
     ``kept``: ``V``, from the forward pass to the backward; ``forward``:
-    the chunk buffers of a forward pass that keeps ``V`` (the padded
-    input, its row stage, the products), ``predict``: of one that does
-    not; ``backward``: of the weight gradient (the padded output gradient,
-    its row stage, ``E``); ``dx``: what the input gradient adds (``E U^T``,
-    its column stage, the padded input's gradient). The output and the
-    input gradient come on top. Upper bounds: a chunk holds at most all
-    the images of a call.
+    the chunk buffers of a forward pass that keeps ``V``, ``predict``: of
+    one that does not; ``backward``: of the weight gradient; ``dx``: what
+    the input gradient adds. The output and the input gradient come on
+    top. Upper bounds: a chunk holds at most all the images of a call.
     """
-    channels = in_shape[2]
-    tiles_h, tiles_w = _tiles(out_hw)
-    tiles = tiles_h * tiles_w
-    split = 2 * (tiles_w + 1) * channels  # a row in the split layout
-    padded = (2 * tiles_h + 2) * split
-    kept = 16 * tiles * channels
-    forward = padded + 4 * tiles_h * split + 16 * tiles * filters
-    backward = (4 + 8 + 16) * tiles * filters
-    dx = kept + 4 * tiles_h * split + padded
-    return WinogradValues(kept, forward, forward + kept, backward, dx)
+    size = _sizes(out_hw, in_shape[2], filters)
+    forward = size["split"] + max(size["rows"], size["M"])
+    backward = size["grad"] + size["grad_rows"] + size["E"]
+    dx = size["dV"] + max(size["cols"] - size["grad_rows"], 0)
+    dx += max(size["dx_split"] - size["E"], 0)
+    return WinogradValues(size["V"], forward, forward + size["V"], backward, dx)
 
 
 def chunk_share(in_shape, filters, out_hw, n, itemsize):
@@ -109,10 +121,12 @@ def chunk_share(in_shape, filters, out_hw, n, itemsize):
 
 
 def weight_values(channels, filters, train):
-    """Values the weights' transforms occupy while one call runs: ``U``
-    and its row stage; in the backward pass also the weight gradient's
-    transformed sum, one chunk's product and their row stage."""
-    return (64 if train else 32) * channels * filters
+    """Values the weights' transforms occupy while one call runs, in units
+    of ``C F``: forward ``U`` (16), its row stage (12) and a temporary (3);
+    backward ``U`` (16), the transformed weight gradient (16) and one
+    chunk's product (16), or at the end its row stage (12) and the weight
+    gradient (9, counted with the gradients)."""
+    return (48 if train else 32) * channels * filters
 
 
 # --------------------------------------------------------------------------
@@ -379,14 +393,15 @@ def winograd_forward(x, W, pads=((0, 0), (0, 0)), out_hw=None, need_cache=False)
     U = _kernel_transform(W.astype(dtype, copy=False))
     out = np.empty((n,) + tuple(out_hw) + (filters,), dtype=dtype)
     step, chunks = _chunks(n, per_image, channels, filters, dtype.itemsize)
+    size = _sizes(out_hw, channels, filters)
     split_shape = (2 * tiles_h + 2, 2, tiles_w + 1, channels)
     split = np.zeros((step,) + split_shape, dtype=dtype)
-    rows_buf = np.empty(4 * step * tiles_h * prod(split_shape[1:]), dtype=dtype)
-    M_buf = np.empty(16 * step * per_image * filters, dtype=dtype)
+    # the row stage and the products one after the other in one buffer
+    work = np.empty(step * max(size["rows"], size["M"]), dtype=dtype)
     if need_cache:  # V of every image, kept for the backward pass
         V_all = np.empty((16, n, per_image, channels), dtype=dtype)
     else:
-        V_buf = np.empty(16 * step * per_image * channels, dtype=dtype)
+        V_buf = np.empty(step * size["V"], dtype=dtype)
     for start, k in chunks:
         tiles = k * per_image
         if need_cache:
@@ -394,9 +409,9 @@ def winograd_forward(x, W, pads=((0, 0), (0, 0)), out_hw=None, need_cache=False)
         else:
             V = _prefix(V_buf, (16, tiles, channels))
         _split_columns(x[start : start + k], pads, split[:k])
-        rows = _prefix(rows_buf, (4, k, tiles_h) + split_shape[1:])
+        rows = _prefix(work, (4, k, tiles_h) + split_shape[1:])
         _input_transform(split[:k], rows, V.reshape(4, 4, k, tiles_h, tiles_w, -1))
-        M = _prefix(M_buf, (16, tiles, filters))
+        M = _prefix(work, (16, tiles, filters))
         np.matmul(V, U, out=M)
         _output_transform(
             M.reshape(4, 4, k, tiles_h, tiles_w, filters), out[start : start + k]
@@ -425,17 +440,20 @@ def winograd_backward(dout, cache, W, need_dx=True):
     tiles_h, tiles_w = _tiles(out_hw)
     per_image, dtype = tiles_h * tiles_w, dout.dtype
     step, chunks = _chunks(n, per_image, channels, filters, dtype.itemsize)
+    size = _sizes(out_hw, channels, filters)
     grad_shape = (2 * tiles_h, 2, tiles_w, filters)  # whole tiles, split
     grad = np.zeros((step,) + grad_shape, dtype=dtype)
-    rows_buf = np.empty(4 * step * tiles_h * 2 * tiles_w * filters, dtype=dtype)
-    E_buf = np.empty(16 * step * per_image * filters, dtype=dtype)
+    # two buffers used twice: the row stage of the output gradient, then
+    # the column stage of the input gradient; E, then the padded input's
+    # gradient
+    dx_size = max(size["cols"], size["dx_split"]) if need_dx else 0
+    work = np.empty(step * max(size["grad_rows"], dx_size), dtype=dtype)
+    E_buf = np.empty(step * max(size["E"], dx_size), dtype=dtype)
     dW_t = None
     if need_dx:
         Ut = _kernel_transform(W.astype(dtype, copy=False)).transpose(0, 2, 1)
-        dV_buf = np.empty(16 * step * per_image * channels, dtype=dtype)
+        dV_buf = np.empty(step * size["dV"], dtype=dtype)
         split_shape = (2 * tiles_h + 2, 2, tiles_w + 1, channels)
-        cols_buf = np.empty(4 * step * tiles_h * prod(split_shape[1:]), dtype=dtype)
-        dx_split = np.empty((step,) + split_shape, dtype=dtype)
         # input rows / columns that feed no computed output get no gradient
         (top, _), (left, _) = pads
         covered = height + top <= split_shape[0] and width + left <= 2 * tiles_w + 2
@@ -443,7 +461,7 @@ def winograd_backward(dout, cache, W, need_dx=True):
     for start, k in chunks:
         tiles = k * per_image
         _split_columns(dout[start : start + k], ((0, 0), (0, 0)), grad[:k])
-        rows = _prefix(rows_buf, (4, k, tiles_h, 2, tiles_w, filters))
+        rows = _prefix(work, (4, k, tiles_h, 2, tiles_w, filters))
         E = _prefix(E_buf, (16, tiles, filters))
         _gradient_transform(grad[:k], rows, E.reshape(4, 4, k, tiles_h, tiles_w, -1))
         V = V_all[:, start : start + k].reshape(16, tiles, channels)
@@ -454,10 +472,11 @@ def winograd_backward(dout, cache, W, need_dx=True):
         if need_dx:
             dV = _prefix(dV_buf, (16, tiles, channels))
             np.matmul(E, Ut, out=dV)
-            cols = _prefix(cols_buf, (4, k, tiles_h) + split_shape[1:])
+            cols = _prefix(work, (4, k, tiles_h) + split_shape[1:])
+            dx_split = _prefix(E_buf, (k,) + split_shape)
             dV = dV.reshape(4, 4, k, tiles_h, tiles_w, channels)
-            _input_gradient(dV, cols, dx_split[:k])
-            _merge_columns(dx_split[:k], pads, dx[start : start + k])
+            _input_gradient(dV, cols, dx_split)
+            _merge_columns(dx_split, pads, dx[start : start + k])
     if dW_t is None:  # no images
         dW_t = np.zeros((16, channels, filters), dtype=dtype)
     return (dx if need_dx else None), _kernel_grad(dW_t)

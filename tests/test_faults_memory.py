@@ -275,18 +275,13 @@ MEASURED = {
         np.float32,
         dict(solver="sgd", conv_filters=(8,), pool_size=1),
     ),
-    # Winograd convolutions (14x14x64 -> 128): no im2col buffer, chunks
+    # a network whose time is in a Winograd convolution (14x14x64 -> 128);
+    # "default", "float64" and "batch-norm" have one too
     "winograd": (
         (28, 28),
         32,
         np.float32,
         dict(conv_filters=(64, 128), padding="same"),
-    ),
-    "winograd-batch-norm": (
-        (16, 16, 3),
-        32,
-        np.float64,
-        dict(conv_filters=(32, 32, 64), padding="same", batch_norm=True),
     ),
     "big-first-block": (
         (256, 256),
