@@ -6,7 +6,14 @@ tile's 4x4 input patch ``d`` and the kernel ``g`` are transformed
 back (``Y = A^T (U * V) A``). Summed over input channels, the elementwise
 products are 16 independent GEMMs of ``(tiles, C) @ (C, F)``: 16 multiplies
 per tile and channel pair instead of im2col's 36, and an input buffer 4x
-the input instead of 9x. The transforms are additions of strided views.
+the input instead of 9x.
+
+The 2-D transforms are small matrices too -- ``vec(B^T d B) = (B^T kron
+B^T) vec(d)`` -- applied to all tiles by one GEMM each: a 16x16 matrix
+times the (16, tiles * C) gathered patches, a 4x16 one on the products.
+Mostly zeros and ones, but BLAS applies them at memory speed in a single
+call; as adds of strided views they took ~40 NumPy calls, whose overhead
+dominated the small parts (2 to 7 images) the engine hands each thread.
 
 The gradients follow from the same bilinear form: with ``E = A e A^T``
 the transformed output gradient ``e`` of a tile, the weight gradient is
@@ -29,18 +36,21 @@ from collections import namedtuple
 from math import prod
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 # What the backward pass needs: the transformed input of every image,
 # (16, n, tiles, C), and the geometry.
 WinogradCache = namedtuple("WinogradCache", "V x_shape pads out_hw")
 
-# Measured on 1 thread, float32, parts of 4 to 32 images (a part's size
-# at inference): Winograd beats im2col + GEMM once the 3x3 convolution has
-# 32 input channels and 32 filters or more (x1.1 to x1.6: 13x13x32 -> 64,
-# 14x14x64 -> 128, 16x16x32 -> 64, 8x8x64 -> 128). With fewer, the
-# transforms, which cost in proportion to C + F, outweigh the GEMM's
-# saving, in proportion to C * F: 32x32x16 -> 32 is x0.9, 32x32x3 -> 32
-# x0.9 and a first layer on 1 channel x0.07 (a GEMM with C = 1 is no GEMM).
+# Measured on 1 thread, float32, parts of 2 to 32 images (the engine's
+# parts hold 2 to 18): Winograd beats im2col + GEMM once the 3x3
+# convolution has 32 input channels and 32 filters or more, x1.15 to x1.7
+# forward and x1.3 to x1.7 forward + backward (13x13x32 -> 64,
+# 14x14x64 -> 128, 16x16x32 -> 64, 8x8x64 -> 128). With fewer the
+# transforms, whose cost grows with C + F, outweigh the GEMMs' saving,
+# which grows with C F: 32x32x16 -> 32 is x0.94 on a part of 4 images
+# (x1.2 on 16 or more), 32x32x3 -> 32 x0.8, and a first layer on one
+# channel x0.1 (a GEMM with C = 1 is no GEMM).
 MIN_CHANNELS = 32
 
 
@@ -53,12 +63,13 @@ def winograd_wins(kernel_shape, stride):
 
 
 # Images per chunk: each of the 16 GEMMs of a chunk reads and writes at
-# most this many bytes per operand. Measured with a single-threaded
-# OpenBLAS: (tiles, 64) @ (64, 128) runs at ~117 GFLOP/s while its
-# (tiles, 128) output stays under ~256 kB, ~100 at 1 MB, ~67 at 2 MB; the
-# transforms also run faster on buffers that stay in the L2 cache. Smaller
-# chunks pay NumPy's per-call overhead (~40 calls a chunk).
-_CHUNK_BYTES = 2**18
+# most this many bytes per operand, so that a chunk's buffers (up to 1 MB
+# each) stay near the CPU caches, as the engine's parts do. Measured with a
+# single-threaded OpenBLAS: (tiles, 64) @ (64, 128) slows from ~117 to ~67
+# GFLOP/s as its output grows from 256 kB to 2 MB; whole layers ran at most
+# ~5% slower than with 2**17 or 2**18, ~15% faster than with 2**14 (more
+# chunks, more NumPy calls), and larger chunks raise the memory peak.
+_CHUNK_BYTES = 2**16
 
 
 def images_per_chunk(tiles, channels, filters, itemsize):
@@ -77,18 +88,14 @@ def _sizes(out_hw, channels, filters):
     """Values per image of the chunk buffers, by name."""
     tiles_h, tiles_w = _tiles(out_hw)
     tiles = tiles_h * tiles_w
-    split = 2 * (tiles_w + 1) * channels  # a row in the split layout
+    padded = (2 * tiles_h + 2) * (2 * tiles_w + 2) * channels
     return dict(
-        split=(2 * tiles_h + 2) * split,  # the padded input
-        rows=4 * tiles_h * split,  # its row stage
+        padded=padded,  # the input (or its gradient), padded to whole tiles
+        patches=16 * tiles * channels,  # the 4x4 patches (or their gradient)
         V=16 * tiles * channels,
-        M=16 * tiles * filters,
-        grad=4 * tiles * filters,  # the padded output gradient
-        grad_rows=8 * tiles * filters,  # its row stage
-        E=16 * tiles * filters,
+        M=16 * tiles * filters,  # the products (or E)
+        Y=4 * tiles * filters,  # the output tiles (or the gradient's)
         dV=16 * tiles * channels,
-        cols=4 * tiles_h * split,  # the column stage of dV
-        dx_split=(2 * tiles_h + 2) * split,  # the padded input's gradient
     )
 
 
@@ -104,10 +111,11 @@ def values_per_image(in_shape, filters, out_hw):
     top. Upper bounds: a chunk holds at most all the images of a call.
     """
     size = _sizes(out_hw, in_shape[2], filters)
-    forward = size["split"] + max(size["rows"], size["M"])
-    backward = size["grad"] + size["grad_rows"] + size["E"]
-    dx = size["dV"] + max(size["cols"] - size["grad_rows"], 0)
-    dx += max(size["dx_split"] - size["E"], 0)
+    # the patches, then the products, in one buffer
+    forward = size["padded"] + max(size["patches"], size["M"]) + size["Y"]
+    backward = size["Y"] + size["M"]  # the gradient's tiles, E
+    # E U^T, then the patches' gradient where E was, the padded input's
+    dx = size["dV"] + max(size["patches"] - size["M"], 0) + size["padded"]
     return WinogradValues(size["V"], forward, forward + size["V"], backward, dx)
 
 
@@ -122,16 +130,24 @@ def chunk_share(in_shape, filters, out_hw, n, itemsize):
 
 def weight_values(channels, filters, train):
     """Values the weights' transforms occupy while one call runs, in units
-    of ``C F``: forward ``U`` (16), its row stage (12) and a temporary (3);
-    backward ``U`` (16), the transformed weight gradient (16) and one
-    chunk's product (16), or at the end its row stage (12) and the weight
-    gradient (9, counted with the gradients)."""
-    return (48 if train else 32) * channels * filters
+    of ``C F``: ``U`` (16); in the backward pass also the transformed
+    weight gradient (16) and one chunk's product (16) (the weight gradient
+    itself is counted with the gradients)."""
+    return (48 if train else 16) * channels * filters
 
 
 # --------------------------------------------------------------------------
-# The 1-D transforms, applied along one axis of tiles at a time
+# The transforms
 # --------------------------------------------------------------------------
+
+_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
+_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
+# Row-major vec(X Y Z^T) = (X kron Z) vec(Y): the 2-D transforms of
+# flattened tiles. Entries 0, +-1, +-1/2, +-1/4: exact in any float dtype.
+_INPUT = np.kron(_BT, _BT).astype(float)  # (16, 16): d -> V
+_KERNEL = np.kron(_G, _G)  # (16, 9): g -> U
+_OUTPUT = np.kron(_AT, _AT).astype(float)  # (4, 16): M -> Y
 
 
 def _kernel_transform(W):
@@ -140,206 +156,74 @@ def _kernel_transform(W):
     Cheap (16 C F values), so computed on every call: nothing to cache on
     objects that several threads share.
     """
-    channels, filters = W.shape[2:]
-    rows = np.empty((4, 3, channels, filters), dtype=W.dtype)
-    _transform_G(W, rows)
-    U = np.empty((4, 4, channels, filters), dtype=W.dtype)
-    for i in range(4):
-        _transform_G(rows[i], U[i])
-    return U.reshape(16, channels, filters)
-
-
-def _transform_G(g, out):
-    """``out = G g`` along the first axis: ``(g0, (g0 + g1 + g2) / 2,
-    (g0 - g1 + g2) / 2, g2)``."""
-    half = g.dtype.type(0.5)
-    np.copyto(out[0], g[0])
-    np.copyto(out[3], g[2])
-    mid, odd = out[1], out[2]
-    np.add(g[0], g[2], out=mid)
-    mid *= half
-    np.multiply(g[1], half, out=odd)
-    np.subtract(mid, odd, out=out[2])  # elementwise: reads odd before writing
-    mid += g[1] * half
+    kernel = _KERNEL.astype(W.dtype)
+    return (kernel @ W.reshape(9, -1)).reshape((16,) + W.shape[2:])
 
 
 def _kernel_grad(T):
-    """``G^T t G`` for every (channel, filter) pair: (16, C, F) -> (3, 3, C, F).
-
-    ``G^T t = (t0 + (t1 + t2) / 2, (t1 - t2) / 2, (t1 + t2) / 2 + t3)``.
-    """
-    channels, filters = T.shape[1:]
-    T = T.reshape(4, 4, channels, filters)
-    rows = np.empty((3, 4, channels, filters), dtype=T.dtype)
-    _transform_Gt(T, rows)
-    dW = np.empty((3, 3, channels, filters), dtype=T.dtype)
-    for i in range(3):
-        _transform_Gt(rows[i], dW[i])
-    return dW
+    """``G^T t G`` for every (channel, filter) pair: (16, C, F) -> (3, 3, C, F)."""
+    kernel = _KERNEL.astype(T.dtype)
+    return (kernel.T @ T.reshape(16, -1)).reshape((3, 3) + T.shape[1:])
 
 
-def _transform_Gt(t, out):
-    half = t.dtype.type(0.5)
-    mid = out[1]  # (t1 + t2) / 2 while the others are computed
-    np.add(t[1], t[2], out=mid)
-    mid *= half
-    np.add(t[0], mid, out=out[0])
-    np.add(mid, t[3], out=out[2])
-    np.subtract(t[1], t[2], out=mid)
-    mid *= half
-
-
-def _transform_B(d, out):
-    """``out = B^T d`` from a list of four views: a patch's input transform."""
-    np.subtract(d[0], d[2], out=out[0])
-    np.add(d[1], d[2], out=out[1])
-    np.subtract(d[2], d[1], out=out[2])
-    np.subtract(d[1], d[3], out=out[3])
-
-
-def _transform_A(e0, e1, out):
-    """``out = A e``, the output gradient's transform: ``A = [[1, 0],
-    [1, 1], [1, -1], [0, -1]]``."""
-    np.copyto(out[0], e0)
-    np.add(e0, e1, out=out[1])
-    np.subtract(e0, e1, out=out[2])
-    np.negative(e1, out=out[3])
-
-
-def _overlap_B(v, even, odd, axis):
-    """The 4-value patches ``B v`` of the tiles along ``axis``, added where
-    neighbouring patches overlap (patch ``t`` covers positions ``2t`` to
-    ``2t + 3``): ``even`` and ``odd`` receive positions ``2t`` and
-    ``2t + 1``, ``t`` running over one more than the tiles.
-    ``B v = (v0, v1 - v2 + v3, v1 + v2 - v0, -v3)``.
-    """
-    lead = (slice(None),) * axis
-    head, tail, last = lead + (slice(None, -1),), lead + (slice(1, None),), lead + (-1,)
-    np.copyto(even[head], v[0])
-    even[last] = 0
-    shifted = even[tail]
-    shifted += v[1]
-    shifted += v[2]
-    shifted -= v[0]
-    np.subtract(v[1], v[2], out=odd[head])
-    odd[head] += v[3]
-    odd[last] = 0
-    odd[tail] -= v[3]
-
-
-# --------------------------------------------------------------------------
-# Layouts: columns split by parity
-# --------------------------------------------------------------------------
-
-
-def _split_columns(x, pads, out):
-    """Copy ``x``, zero-padded by ``pads``, into ``out`` with its columns
-    split by parity: ``out[:, r, p, t]`` is column ``2 t + p`` of row ``r``.
-
-    Split so, every view a transform reads is a run of contiguous values
-    as long as a tile row -- interleaved columns would make NumPy loop
-    over runs of ``C`` values. ``out`` is zero where no input lands: rows
-    and columns past the padded input only feed outputs that overhang
-    ``out_h`` / ``out_w`` and are cropped. Input rows and columns past
-    ``out`` are dropped.
-    """
-    _, height, width, _ = x.shape
+def _pad(x, pads, out):
+    """Copy ``x`` into ``out`` at offset ``pads``; ``out`` is zero where
+    no input lands. Rows and columns past ``out`` are dropped (they feed
+    no computed output); those past the padded input stay zero (they feed
+    only outputs that overhang ``out_h`` / ``out_w`` and are cropped)."""
     (top, _), (left, _) = pads
-    keep_h = min(height, out.shape[1] - top)
-    keep_w = min(width, 2 * out.shape[3] - left)
-    for parity in range(2):
-        first = (parity - left) % 2  # the first input column of this parity
-        count = len(range(first, keep_w, 2))
-        start = (left + first) // 2
-        out[:, top : top + keep_h, parity, start : start + count] = x[
-            :, :keep_h, first:keep_w:2
-        ]
+    keep_h = min(x.shape[1], out.shape[1] - top)
+    keep_w = min(x.shape[2], out.shape[2] - left)
+    out[:, top : top + keep_h, left : left + keep_w] = x[:, :keep_h, :keep_w]
 
 
-def _merge_columns(split, pads, out):
-    """The inverse of :func:`_split_columns`: ``out`` takes ``split``'s
-    values inside the padding; what ``split`` does not cover is left as
-    it is."""
-    _, height, width, _ = out.shape
-    (top, _), (left, _) = pads
-    keep_h = min(height, split.shape[1] - top)
-    keep_w = min(width, 2 * split.shape[3] - left)
-    for parity in range(2):
-        first = (parity - left) % 2
-        count = len(range(first, keep_w, 2))
-        start = (left + first) // 2
-        out[:, :keep_h, first:keep_w:2] = split[
-            :, top : top + keep_h, parity, start : start + count
-        ]
+def _patches(padded, tiles_h, tiles_w):
+    """Strided view (4, 4, n, tiles_h, tiles_w, C) of the 4x4 patches at
+    stride 2: ``[i, j, :, t, s]`` is pixel ``(2 t + i, 2 s + j)``."""
+    sn, sh, sw, sc = padded.strides
+    shape = (4, 4, padded.shape[0], tiles_h, tiles_w, padded.shape[3])
+    strides = (sh, sw, sn, 2 * sh, 2 * sw, sc)
+    return as_strided(padded, shape, strides, writeable=False)
 
 
-# --------------------------------------------------------------------------
-# The stages
-# --------------------------------------------------------------------------
-
-
-def _input_transform(xs, rows, out):
-    """``V = B^T d B`` of every 4x4 patch at stride 2 into ``out``.
-
-    ``xs`` is the padded input in :func:`_split_columns`' layout; its rows
-    are transformed first into ``rows``, (4, n, tiles_h, 2, tiles_w + 1,
-    C), then its columns into ``out``, (4, 4, n, tiles_h, tiles_w, C).
-    """
-    tiles_h = rows.shape[2]
-    _transform_B([xs[:, i : i + 2 * tiles_h : 2] for i in range(4)], rows)
-    for i in range(4):
-        even, odd = rows[i][:, :, 0], rows[i][:, :, 1]  # columns 2t, 2t + 1
-        d = [even[:, :, :-1], odd[:, :, :-1], even[:, :, 1:], odd[:, :, 1:]]
-        _transform_B(d, out[i])
-
-
-def _output_transform(M, out):
-    """``A^T m A`` of every tile, scattered into ``out``, (n, out_h, out_w, F).
-
-    ``M`` is (4, 4, n, tiles_h, tiles_w, F). The row stage runs in place in
-    ``M`` (rows 0 and 1 of each tile become the two output rows), the
-    column stage writes straight into the strided output views, cropping
-    the tiles that overhang an odd ``out_h`` / ``out_w``.
-    """
-    M[0] += M[1]
-    M[0] += M[2]
-    M[1] -= M[2]
-    M[1] -= M[3]
+def _scatter(Y, out):
+    """The (2, 2, n, tiles_h, tiles_w, F) output tiles into ``out``,
+    cropping the tiles that overhang an odd ``out_h`` / ``out_w``."""
     out_h, out_w = out.shape[1:3]
     for a in range(2):
-        r = (out_h - a + 1) // 2
         for b in range(2):
-            c = (out_w - b + 1) // 2
-            view = out[:, a::2, b::2]
-            m = [M[a, j][:, :r, :c] for j in range(4)]
-            if b == 0:
-                np.add(m[0], m[1], out=view)
-                view += m[2]
-            else:
-                np.subtract(m[1], m[2], out=view)
-                view -= m[3]
+            r, c = (out_h - a + 1) // 2, (out_w - b + 1) // 2
+            out[:, a::2, b::2] = Y[a, b][:, :r, :c]
 
 
-def _gradient_transform(es, rows, out):
-    """``E = A e A^T`` of every 2x2 output-gradient tile into ``out``,
-    (4, 4, n, tiles_h, tiles_w, F); ``es`` is the gradient, zero-padded to
-    whole tiles, in :func:`_split_columns`' layout; ``rows`` is
-    (4, n, tiles_h, 2, tiles_w, F)."""
-    _transform_A(es[:, 0::2], es[:, 1::2], rows)
+def _gather(dout, tiles_h, tiles_w, out):
+    """The (2, 2, n, tiles_h, tiles_w, F) tiles of ``dout`` into ``out``;
+    ``out`` is zero where tiles overhang ``dout``."""
+    out_h, out_w = dout.shape[1:3]
+    for a in range(2):
+        for b in range(2):
+            r, c = (out_h - a + 1) // 2, (out_w - b + 1) // 2
+            out[a, b][:, :r, :c] = dout[:, a::2, b::2]
+
+
+def _overlap_add(dP, out):
+    """Add every tile's 4x4 patch gradient into ``out``, the padded input's
+    gradient, (n, 2 tiles_h + 2, 2 tiles_w + 2, C). ``dP`` is (4, 4, n,
+    tiles_h, tiles_w, C); neighbouring patches overlap by two rows or
+    columns."""
+    tiles_h, tiles_w = dP.shape[3:5]
+    rows, cols = 2 * tiles_h, 2 * tiles_w
+    # pixels (2t + i, 2s + j), i, j < 2 cover all but the last two rows and
+    # columns once: set them, zero those, then add the other taps
+    for i in range(2):
+        for j in range(2):
+            out[:, i:rows:2, j:cols:2] = dP[i, j]
+    out[:, rows:] = 0
+    out[:, :rows, cols:] = 0
     for i in range(4):
-        _transform_A(rows[i][:, :, 0], rows[i][:, :, 1], out[i])
-
-
-def _input_gradient(dV, cols, out):
-    """The overlapping sum of every tile's ``B dv B^T``, into ``out``, the
-    padded input's gradient in :func:`_split_columns`' layout.
-
-    ``dV`` is (4, 4, n, tiles_h, tiles_w, C); its columns are transformed
-    first into ``cols``, (4, n, tiles_h, 2, tiles_w + 1, C), then the rows.
-    """
-    for i in range(4):
-        _overlap_B(dV[i], cols[i][:, :, 0], cols[i][:, :, 1], axis=2)
-    _overlap_B(cols, out[:, 0::2], out[:, 1::2], axis=1)
+        for j in range(4):
+            if i >= 2 or j >= 2:
+                out[:, i : i + rows : 2, j : j + cols : 2] += dP[i, j]
 
 
 # --------------------------------------------------------------------------
@@ -390,14 +274,15 @@ def winograd_forward(x, W, pads=((0, 0), (0, 0)), out_hw=None, need_cache=False)
         out_hw = (height + top + bottom - 2, width + left + right - 2)
     tiles_h, tiles_w = _tiles(out_hw)
     per_image, dtype = tiles_h * tiles_w, x.dtype
+    transform, inverse = _INPUT.astype(dtype), _OUTPUT.astype(dtype)
     U = _kernel_transform(W.astype(dtype, copy=False))
     out = np.empty((n,) + tuple(out_hw) + (filters,), dtype=dtype)
     step, chunks = _chunks(n, per_image, channels, filters, dtype.itemsize)
     size = _sizes(out_hw, channels, filters)
-    split_shape = (2 * tiles_h + 2, 2, tiles_w + 1, channels)
-    split = np.zeros((step,) + split_shape, dtype=dtype)
-    # the row stage and the products one after the other in one buffer
-    work = np.empty(step * max(size["rows"], size["M"]), dtype=dtype)
+    padded = np.zeros((step, 2 * tiles_h + 2, 2 * tiles_w + 2, channels), dtype=dtype)
+    # the patches, then the products, in one buffer
+    work = np.empty(step * max(size["patches"], size["M"]), dtype=dtype)
+    Y_buf = np.empty(step * size["Y"], dtype=dtype)
     if need_cache:  # V of every image, kept for the backward pass
         V_all = np.empty((16, n, per_image, channels), dtype=dtype)
     else:
@@ -405,17 +290,18 @@ def winograd_forward(x, W, pads=((0, 0), (0, 0)), out_hw=None, need_cache=False)
     for start, k in chunks:
         tiles = k * per_image
         if need_cache:
-            V = V_all[:, start : start + k].reshape(16, tiles, channels)
+            V = V_all[:, start : start + k].reshape(16, tiles * channels)
         else:
-            V = _prefix(V_buf, (16, tiles, channels))
-        _split_columns(x[start : start + k], pads, split[:k])
-        rows = _prefix(work, (4, k, tiles_h) + split_shape[1:])
-        _input_transform(split[:k], rows, V.reshape(4, 4, k, tiles_h, tiles_w, -1))
+            V = _prefix(V_buf, (16, tiles * channels))
+        _pad(x[start : start + k], pads, padded[:k])
+        patches = _prefix(work, (4, 4, k, tiles_h, tiles_w, channels))
+        np.copyto(patches, _patches(padded[:k], tiles_h, tiles_w))
+        np.matmul(transform, patches.reshape(16, -1), out=V)
         M = _prefix(work, (16, tiles, filters))
-        np.matmul(V, U, out=M)
-        _output_transform(
-            M.reshape(4, 4, k, tiles_h, tiles_w, filters), out[start : start + k]
-        )
+        np.matmul(V.reshape(16, tiles, channels), U, out=M)
+        Y = _prefix(Y_buf, (4, tiles * filters))
+        np.matmul(inverse, M.reshape(16, -1), out=Y)
+        _scatter(Y.reshape(2, 2, k, tiles_h, tiles_w, filters), out[start : start + k])
     if not need_cache:
         return out, None
     return out, WinogradCache(V_all, x.shape, pads, tuple(out_hw))
@@ -441,29 +327,34 @@ def winograd_backward(dout, cache, W, need_dx=True):
     per_image, dtype = tiles_h * tiles_w, dout.dtype
     step, chunks = _chunks(n, per_image, channels, filters, dtype.itemsize)
     size = _sizes(out_hw, channels, filters)
-    grad_shape = (2 * tiles_h, 2, tiles_w, filters)  # whole tiles, split
-    grad = np.zeros((step,) + grad_shape, dtype=dtype)
-    # two buffers used twice: the row stage of the output gradient, then
-    # the column stage of the input gradient; E, then the padded input's
-    # gradient
-    dx_size = max(size["cols"], size["dx_split"]) if need_dx else 0
-    work = np.empty(step * max(size["grad_rows"], dx_size), dtype=dtype)
-    E_buf = np.empty(step * max(size["E"], dx_size), dtype=dtype)
+    # the gradient's tiles, zero where they overhang an odd output
+    odd = out_hw[0] % 2 or out_hw[1] % 2
+    Y_buf = (np.zeros if odd else np.empty)(step * size["Y"], dtype=dtype)
+    # E, then the patches' gradient
+    dx_size = size["patches"] if need_dx else 0
+    E_buf = np.empty(step * max(size["M"], dx_size), dtype=dtype)
     dW_t = None
     if need_dx:
+        transform, inverse = _INPUT.astype(dtype), _OUTPUT.astype(dtype)
         Ut = _kernel_transform(W.astype(dtype, copy=False)).transpose(0, 2, 1)
         dV_buf = np.empty(step * size["dV"], dtype=dtype)
-        split_shape = (2 * tiles_h + 2, 2, tiles_w + 1, channels)
+        padded_shape = (2 * tiles_h + 2, 2 * tiles_w + 2, channels)
+        dx_padded = np.empty((step,) + padded_shape, dtype=dtype)
         # input rows / columns that feed no computed output get no gradient
         (top, _), (left, _) = pads
-        covered = height + top <= split_shape[0] and width + left <= 2 * tiles_w + 2
+        keep_h = min(height, padded_shape[0] - top)
+        keep_w = min(width, padded_shape[1] - left)
+        covered = (keep_h, keep_w) == (height, width)
         dx = (np.empty if covered else np.zeros)(x_shape, dtype=dtype)
+    else:
+        inverse = _OUTPUT.astype(dtype)
     for start, k in chunks:
         tiles = k * per_image
-        _split_columns(dout[start : start + k], ((0, 0), (0, 0)), grad[:k])
-        rows = _prefix(work, (4, k, tiles_h, 2, tiles_w, filters))
-        E = _prefix(E_buf, (16, tiles, filters))
-        _gradient_transform(grad[:k], rows, E.reshape(4, 4, k, tiles_h, tiles_w, -1))
+        tiled = _prefix(Y_buf, (2, 2, k, tiles_h, tiles_w, filters))
+        _gather(dout[start : start + k], tiles_h, tiles_w, tiled)
+        E = _prefix(E_buf, (16, tiles * filters))
+        np.matmul(inverse.T, tiled.reshape(4, -1), out=E)
+        E = E.reshape(16, tiles, filters)
         V = V_all[:, start : start + k].reshape(16, tiles, channels)
         # the chunks' products summed in chunk order: the same bits for a
         # part whatever the thread count
@@ -472,11 +363,13 @@ def winograd_backward(dout, cache, W, need_dx=True):
         if need_dx:
             dV = _prefix(dV_buf, (16, tiles, channels))
             np.matmul(E, Ut, out=dV)
-            cols = _prefix(work, (4, k, tiles_h) + split_shape[1:])
-            dx_split = _prefix(E_buf, (k,) + split_shape)
-            dV = dV.reshape(4, 4, k, tiles_h, tiles_w, channels)
-            _input_gradient(dV, cols, dx_split)
-            _merge_columns(dx_split, pads, dx[start : start + k])
+            dP = _prefix(E_buf, (16, tiles * channels))
+            np.matmul(transform.T, dV.reshape(16, -1), out=dP)
+            dP = dP.reshape(4, 4, k, tiles_h, tiles_w, channels)
+            _overlap_add(dP, dx_padded[:k])
+            dx[start : start + k, :keep_h, :keep_w] = dx_padded[
+                :k, top : top + keep_h, left : left + keep_w
+            ]
     if dW_t is None:  # no images
         dW_t = np.zeros((16, channels, filters), dtype=dtype)
     return (dx if need_dx else None), _kernel_grad(dW_t)
