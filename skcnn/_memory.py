@@ -17,7 +17,7 @@ variable ``SKCNN_CHECK_MEMORY=0`` to skip the check.
 
 import os
 from collections import namedtuple
-from math import prod
+from math import ceil, prod
 
 import numpy as np
 
@@ -74,7 +74,7 @@ def _winograd_sizes(block, part_rows, itemsize):
     share = chunk_share(
         block.in_shape, block.filters, block.conv_hw, part_rows, itemsize
     )
-    chunked = [int(-(-v * share // 1)) for v in sizes[1:]]
+    chunked = [ceil(v * share) for v in sizes[1:]]
     return sizes._replace(**dict(zip(sizes._fields[1:], chunked)))
 
 
@@ -94,28 +94,29 @@ def _input_values(arch):
     return arch.dense_sizes[0]
 
 
-def step_values_per_sample(arch, part_rows, itemsize, dropout=0.0, augment_shift=None):
+def step_values_per_sample(
+    arch, part_rows, itemsize, dropout=0.0, augment_shift=None, in_flight=1.0
+):
     """Values one sample adds to the peak of a training step in parts of
-    ``part_rows`` rows: ``(values, chunk_values)``.
+    ``part_rows`` rows, ``in_flight`` of the rows being computed at once.
 
-    ``values``: what the forward pass keeps for the backward pass, for
-    every block at once (the caches live until the step ends), plus the
-    largest set of temporaries alive together in any one block's forward
-    or backward pass. ``chunk_values``: the largest chunk buffers a
-    Winograd convolution adds while it runs, only in the parts being
-    computed.
+    What the forward pass keeps for the backward pass, for every block at
+    once (the caches live until the step ends), plus the largest set of
+    temporaries alive together in any one block's forward or backward pass
+    (a Winograd convolution's chunk buffers only in the parts in flight).
     """
     smooth = arch.activation in ("tanh", "logistic")  # their grads need temps
-    kept, transient, chunks = 0, 0, 0
+    kept, transient = 0, 0
     for k, block in enumerate(arch.conv_blocks):
         inp, padded, cols, conv, pooled, tap = _block_sizes(block)
         # the convolution's cache and temporaries: forward, backward (the
         # first block computes no dx)
         if block.winograd:
             sizes = _winograd_sizes(block, part_rows, itemsize)
-            conv_kept, conv_forward, conv_backward = sizes.kept, 0, inp if k else 0
-            dx = sizes.dx if k else 0
-            chunks = max(chunks, sizes.forward, sizes.backward + dx)
+            conv_kept = sizes.kept
+            conv_forward = ceil(in_flight * sizes.forward)
+            chunks = sizes.backward + (sizes.dx if k else 0)
+            conv_backward = (inp if k else 0) + ceil(in_flight * chunks)
         else:  # im2col; backward: dx and one tap
             conv_kept, conv_forward = cols, padded
             conv_backward = (max(padded, inp) + tap) if k else 0
@@ -144,7 +145,7 @@ def step_values_per_sample(arch, part_rows, itemsize, dropout=0.0, augment_shift
         height, width, channels = arch.conv_blocks[0].in_shape
         inputs += (height + 2 * augment_shift) * (width + 2 * augment_shift) * channels
         inputs += 2 * first
-    return kept + transient + inputs, chunks
+    return kept + transient + inputs
 
 
 def _scales_input(arch):
@@ -230,11 +231,12 @@ def fit_estimate(
     part_rows = -(-batch // parts)
     rows = batch if arch.batch_norm else min(batch, workers * part_rows)
     grads = min(parts, 3 * workers)
-    per_sample, chunks = step_values_per_sample(
-        arch, part_rows, itemsize, est.dropout, None if augment is None else augment[0]
+    shift = None if augment is None else augment[0]
+    in_flight = min(rows, workers * part_rows) / rows
+    per_sample = step_values_per_sample(
+        arch, part_rows, itemsize, est.dropout, shift, in_flight
     )
-    activations = rows * per_sample + min(rows, workers * part_rows) * chunks
-    activations += workers * _winograd_weights(arch, train=True)
+    activations = rows * per_sample + workers * _winograd_weights(arch, train=True)
     step = (max(activations, 2 * largest) + grads * trainable) * itemsize
     if est.early_stopping:  # the held-out validation set is scored between epochs
         step = max(step, predict_estimate(arch, n_samples, itemsize))
