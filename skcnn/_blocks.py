@@ -36,6 +36,7 @@ from ._layers import (
     maxpool_forward,
     per_channel,
 )
+from ._winograd import winograd_wins
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,11 @@ class ConvBlock:
         # a normalization's scale may be negative: then max does not commute
         return self.pooling == "max" and not self.batch_norm
 
+    @property
+    def winograd(self):
+        """Whether the convolution runs by Winograd's algorithm (no im2col)."""
+        return winograd_wins(self.coef_shape, self.stride)
+
     def values_per_sample(self):
         """The largest activation array one sample needs here (im2col)."""
         kh, kw = self.kernel
@@ -126,9 +132,11 @@ class ConvBlock:
         k = self.index
         W, b = weights.coefs[k], weights.intercepts[k]
         act = ACTIVATIONS[self.activation]
-        z, conv_cache = conv2d_forward(x, W, self.stride, self.pads, self.conv_hw)
-        if not train:
-            conv_cache = None  # frees the im2col buffer before the next layer
+        # at inference no cache: the im2col buffer is freed before the next
+        # layer, or there is none (Winograd)
+        z, conv_cache = conv2d_forward(
+            x, W, self.stride, self.pads, self.conv_hw, need_cache=train
+        )
         ph, pw = self.pool
         if self.pools_first:
             pooled, pool_cache = maxpool_forward(z, ph, pw, need_cache=train)

@@ -11,6 +11,13 @@ cost of every GEMM that touches it).
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ._winograd import (
+    WinogradCache,
+    winograd_backward,
+    winograd_forward,
+    winograd_wins,
+)
+
 
 def channel_sums(a):
     """Per-channel sums of a channels-last array, shape ``(C,)``.
@@ -117,8 +124,12 @@ def _im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w):
     return cols_t.T
 
 
-def conv2d_forward(x, W, stride=1, pads=((0, 0), (0, 0)), out_hw=None):
+def conv2d_forward(x, W, stride=1, pads=((0, 0), (0, 0)), out_hw=None, need_cache=True):
     """Cross-correlate ``x`` with ``W`` (no bias; the caller adds it).
+
+    A convolution that Winograd's algorithm computes faster
+    (:func:`~skcnn._winograd.winograd_wins`) is computed that way, with
+    fewer multiplications and no im2col buffer; so is its backward pass.
 
     Parameters
     ----------
@@ -131,14 +142,18 @@ def conv2d_forward(x, W, stride=1, pads=((0, 0), (0, 0)), out_hw=None):
         Number of output rows and columns to compute. ``None`` computes the
         full output; a smaller value computes only its top-left part, which
         is all a floor-mode pooling layer downstream reads.
+    need_cache : bool, default=True
+        Whether :func:`conv2d_backward` will need the cache.
 
     Returns
     -------
     out : ndarray of shape (n, out_h, out_w, F)
-    cache : tuple
+    cache : tuple, or None without ``need_cache``
         The im2col rows (possibly a Fortran-ordered view) and the padded
-        input's shape.
+        input's shape, or a Winograd cache.
     """
+    if winograd_wins(W.shape, stride):
+        return winograd_forward(x, W, pads, out_hw, need_cache)
     n, height, width, channels = x.shape
     (top, bottom), (left, right) = pads
     padded_shape = (n, height + top + bottom, width + left + right, channels)
@@ -156,7 +171,8 @@ def conv2d_forward(x, W, stride=1, pads=((0, 0), (0, 0)), out_hw=None):
             x = _pad(x, pads)
         cols = _im2col(x, kh, kw, stride, out_h, out_w)
     out = cols @ W.reshape(kh * kw * channels, filters)
-    return out.reshape(n, out_h, out_w, filters), (cols, padded_shape)
+    out = out.reshape(n, out_h, out_w, filters)
+    return out, ((cols, padded_shape) if need_cache else None)
 
 
 def conv2d_backward(dout, cache, W, stride=1, pads=((0, 0), (0, 0)), need_dx=True):
@@ -167,6 +183,8 @@ def conv2d_backward(dout, cache, W, stride=1, pads=((0, 0), (0, 0)), need_dx=Tru
     dx : ndarray of shape (n, H, W, C) or None when ``need_dx`` is False
     dW : ndarray of shape (kh, kw, C, F)
     """
+    if isinstance(cache, WinogradCache):
+        return winograd_backward(dout, cache, W, need_dx)
     cols, padded_shape = cache
     n, out_h, out_w, filters = dout.shape
     kh, kw, channels, _ = W.shape

@@ -17,7 +17,7 @@ variable ``SKCNN_CHECK_MEMORY=0`` to skip the check.
 
 import os
 from collections import namedtuple
-from math import prod
+from math import ceil, prod
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from ._network import Design, build_network
 from ._parallel import blas_threads, n_parts
 from ._params import check_augment, resolve_batch_size
 from ._sysmem import available_memory
+from ._winograd import chunk_share, values_per_image, weight_values
 
 # Below this an estimate is not worth the few file reads of the memory
 # query: no machine that runs NumPy lacks it, so normal fits and predictions
@@ -65,43 +66,79 @@ def _block_sizes(block):
     return height * width * channels, padded, cols, conv, prod(block.out_shape), tap
 
 
+def _winograd_sizes(block, part_rows, itemsize):
+    """:func:`~skcnn._winograd.values_per_image` for a call on
+    ``part_rows`` images: the chunk buffers (all but ``kept``) are there
+    for one chunk of images at a time."""
+    sizes = values_per_image(block.in_shape, block.filters, block.conv_hw)
+    share = chunk_share(
+        block.in_shape, block.filters, block.conv_hw, part_rows, itemsize
+    )
+    chunked = [ceil(v * share) for v in sizes[1:]]
+    return sizes._replace(**dict(zip(sizes._fields[1:], chunked)))
+
+
+def _winograd_weights(arch, train):
+    """Values of the weights' transforms one part's Winograd block holds."""
+    sizes = [
+        weight_values(b.in_shape[2], b.filters, train)
+        for b in arch.conv_blocks
+        if b.winograd
+    ]
+    return max(sizes, default=0)
+
+
 def _input_values(arch):
     if arch.conv_blocks:
         return prod(arch.conv_blocks[0].in_shape)
     return arch.dense_sizes[0]
 
 
-def step_values_per_sample(arch, dropout=0.0, augment_shift=None):
-    """Values one sample adds to the peak of a training step.
+def step_values_per_sample(
+    arch, part_rows, itemsize, dropout=0.0, augment_shift=None, in_flight=1.0
+):
+    """Values one sample adds to the peak of a training step in parts of
+    ``part_rows`` rows, ``in_flight`` of the rows being computed at once.
 
     What the forward pass keeps for the backward pass, for every block at
     once (the caches live until the step ends), plus the largest set of
-    temporaries alive together in any one block's forward or backward pass.
+    temporaries alive together in any one block's forward or backward pass
+    (a Winograd convolution's chunk buffers only in the parts in flight).
     """
     smooth = arch.activation in ("tanh", "logistic")  # their grads need temps
     kept, transient = 0, 0
     for k, block in enumerate(arch.conv_blocks):
         inp, padded, cols, conv, pooled, tap = _block_sizes(block)
+        # the convolution's cache and temporaries: forward, backward (the
+        # first block computes no dx)
+        if block.winograd:
+            sizes = _winograd_sizes(block, part_rows, itemsize)
+            conv_kept = sizes.kept
+            conv_forward = ceil(in_flight * sizes.forward)
+            chunks = sizes.backward + (sizes.dx if k else 0)
+            conv_backward = (inp if k else 0) + ceil(in_flight * chunks)
+        else:  # im2col; backward: dx and one tap
+            conv_kept, conv_forward = cols, padded
+            conv_backward = (inp + tap) if k else 0
         # a max-pool keeps its maxima's window positions, one byte each
         positions = -(-pooled // 4) if block.pooling == "max" else 0
         if arch.batch_norm:
             # the normalized map, the output, and the activations the
             # gradient is taken at: with max pooling, the output itself
-            kept += cols + conv + pooled + (positions or conv)
+            kept += conv_kept + conv + pooled + (positions or conv)
         elif block.pools_first:  # the output (the pooled activations)
-            kept += cols + pooled + positions
+            kept += conv_kept + pooled + positions
         else:  # the activations and the output
-            kept += cols + conv + pooled
+            kept += conv_kept + conv + pooled
         norm = conv if arch.batch_norm else 0  # the normalization's input gradient
-        # the padded input, then the conv output (kept only by average
-        # pooling without normalization) or the activations before pooling
-        forward = padded + (conv if arch.batch_norm or block.pools_first else 0)
+        # the convolution's input side, then the conv output (kept only by
+        # average pooling without normalization) or the activations before
+        # pooling
+        forward = conv_forward + (conv if arch.batch_norm or block.pools_first else 0)
         # the incoming delta, the pooling's dx, the activation's and the
-        # normalization's temporaries, then conv2d_backward's dx and one tap
-        # (the first block computes no dx)
+        # normalization's temporaries, then the convolution's
         backward = conv + pooled + (2 * conv if smooth else conv // 4) + norm
-        backward += (inp + tap) if k else 0
-        transient = max(transient, forward, backward)
+        transient = max(transient, forward, backward + conv_backward)
     dense = arch.dense_sizes
     hidden = sum(dense[1:-1])
     # per layer its input, output, delta and the delta w.r.t. its input
@@ -122,8 +159,9 @@ def _scales_input(arch):
     return isinstance(arch.layers[0], Standardize)
 
 
-def predict_values_per_sample(arch):
-    """Values one sample occupies at the peak of an inference pass."""
+def predict_values_per_sample(arch, part_rows, itemsize):
+    """Values one sample occupies at the peak of an inference pass in
+    parts of ``part_rows`` rows."""
     # the input scaling's copy of the input, alive through the first layer
     peak = previous = _input_values(arch) if _scales_input(arch) else 0
     for k, block in enumerate(arch.conv_blocks):
@@ -132,6 +170,8 @@ def predict_values_per_sample(arch):
         # unless the previous block pooled first, that block's conv output,
         # held by forward's ``z`` until this block's conv returns
         inp = inp if k else 0
+        if block.winograd:  # no padded copy nor im2col: a chunk's buffers
+            padded, cols = 0, _winograd_sizes(block, part_rows, itemsize).predict
         peak = max(peak, inp + previous + padded + cols + conv, inp + conv + pooled)
         previous = 0 if block.pools_first else conv
     last = prod(arch.conv_blocks[-1].out_shape) if arch.conv_blocks else 0
@@ -185,9 +225,6 @@ def fit_estimate(
     if new_model or new_optimizer:
         model += solver_copies * trainable
     augment = check_augment(est.augment)
-    per_sample = step_values_per_sample(
-        arch, est.dropout, None if augment is None else augment[0]
-    )
     # The minibatch is split into parts, each thread working on one part at
     # a time: the activations of one part per thread are alive at once. Each
     # part computes its own gradients: one per thread in flight and at most
@@ -198,15 +235,22 @@ def fit_estimate(
     # (the parts meet at each normalization), as the whole batch's would.
     parts = n_parts(batch, arch.max_values_per_sample())
     workers = min(parts, blas_threads())
-    rows = batch if arch.batch_norm else min(batch, workers * -(-batch // parts))
+    part_rows = -(-batch // parts)
+    rows = batch if arch.batch_norm else min(batch, workers * part_rows)
     grads = min(parts, 3 * workers)
+    shift = None if augment is None else augment[0]
+    in_flight = min(rows, workers * part_rows) / rows
+    per_sample = step_values_per_sample(
+        arch, part_rows, itemsize, est.dropout, shift, in_flight
+    )
+    activations = rows * per_sample + workers * _winograd_weights(arch, train=True)
     # A dense layer's weight gradient is not computed per part: its factors
     # (the layer's inputs and output gradients) are collected from every
     # part and multiplied once (OuterSum).
     dense = sum(d.n_in * d.n_out for d in arch.dense_layers)
     factors = batch * sum(d.n_in + d.n_out for d in arch.dense_layers)
     grads = grads * (trainable - dense) + dense + factors
-    step = (max(rows * per_sample, 2 * largest) + grads) * itemsize
+    step = (max(activations, 2 * largest) + grads) * itemsize
     if est.early_stopping:  # the held-out validation set is scored between epochs
         step = max(step, predict_estimate(arch, n_samples, itemsize))
         copy_bytes += n_samples * _input_values(arch) * itemsize  # the split's copy
@@ -223,17 +267,30 @@ def predict_estimate(arch, n_samples, itemsize):
     chunk = min(n_samples, max(1, _engine.PREDICT_CHUNK_VALUES // values_per_sample))
     # a chunk is split into parts, one part per thread alive at a time
     parts = n_parts(chunk, values_per_sample)
-    rows = min(chunk, min(parts, blas_threads()) * -(-chunk // parts))
-    return _predict_bytes(arch, n_samples, itemsize, rows)
+    part_rows = -(-chunk // parts)
+    workers = min(parts, blas_threads())
+    rows = min(chunk, workers * part_rows)
+    return _predict_bytes(arch, n_samples, itemsize, rows, part_rows, workers)
 
 
-def _predict_bytes(arch, n_samples, itemsize, rows):
-    """Peak bytes of predicting with ``rows`` samples' activations alive."""
+def predict_bound(arch, n_samples, itemsize):
+    """An upper bound of :func:`predict_estimate` that reads no thread
+    count: a whole chunk's activations alive at once, in one-row parts (the
+    most Winograd chunk buffers per row), one thread per part."""
+    values = arch.max_values_per_sample()
+    rows = min(n_samples, max(1, _engine.PREDICT_CHUNK_VALUES // values))
+    return _predict_bytes(arch, n_samples, itemsize, rows, 1, n_parts(rows, values))
+
+
+def _predict_bytes(arch, n_samples, itemsize, rows, part_rows, workers):
+    """Peak bytes of predicting with ``rows`` samples' activations alive, in
+    parts of ``part_rows`` rows on ``workers`` threads."""
     # the output and what predict / predict_proba make of it (a binary
     # output is stacked with its complement)
     n_outputs = arch.dense_sizes[-1]
     outputs = n_samples * (4 if n_outputs == 1 else n_outputs + 2)
-    values = rows * predict_values_per_sample(arch) + outputs
+    values = rows * predict_values_per_sample(arch, part_rows, itemsize) + outputs
+    values += workers * _winograd_weights(arch, train=False)
     return int(_HEADROOM * values * itemsize)
 
 
@@ -335,11 +392,10 @@ def check_predict_memory(arch, n_samples, dtype):
     """Raise MemoryError if predicting even one chunk cannot fit in memory."""
     itemsize = np.dtype(dtype).itemsize
     chunk = max(1, _engine.PREDICT_CHUNK_VALUES // arch.max_values_per_sample())
-    # A whole chunk's activations alive at once bound the estimate from
-    # above whatever the threads: under the size worth querying (any
-    # prediction of a few images) the check stops here, without reading the
-    # BLAS thread count, which would cost a one-image predict microseconds.
-    if _predict_bytes(arch, n_samples, itemsize, min(chunk, n_samples)) < _QUERY_ABOVE:
+    # Under the size worth querying (any prediction of a few images) the
+    # check stops here, without reading the BLAS thread count, which would
+    # cost a one-image predict microseconds.
+    if predict_bound(arch, n_samples, itemsize) < _QUERY_ABOVE:
         return
     needed = predict_estimate(arch, n_samples, itemsize)
     available = _room_for(needed)

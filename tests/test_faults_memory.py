@@ -275,6 +275,14 @@ MEASURED = {
         np.float32,
         dict(solver="sgd", conv_filters=(8,), pool_size=1),
     ),
+    # a network whose time is in a Winograd convolution (14x14x64 -> 128);
+    # "default", "float64" and "batch-norm" have one too
+    "winograd": (
+        (28, 28),
+        32,
+        np.float32,
+        dict(conv_filters=(64, 128), padding="same"),
+    ),
     "big-first-block": (
         (256, 256),
         4,

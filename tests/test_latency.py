@@ -159,6 +159,7 @@ def test_a_one_thread_blas_is_left_alone(monkeypatch):
     [
         ((28, 28, 1), Design()),
         ((64, 64, 3), Design(padding="same", conv_filters=(16, 32, 64))),
+        ((16, 16, 3), Design(padding="same", conv_filters=(32, 64, 64))),  # Winograd
         ((21, 21, 2), Design(padding="same", kernel_size=2, strides=3)),
         ((5, 4, 1), Design(conv_filters=(), hidden_layer_sizes=(300,))),
         ((300, 300, 3), Design(conv_filters=(8,), pool_size=1, batch_norm=True)),
@@ -174,7 +175,7 @@ def test_the_memory_shortcut_bounds_the_estimate(monkeypatch, shape, design, thr
         sizes = {1, 2, 7, chunk - 1, chunk, chunk + 1, 10 * chunk, 10**6} - {0}
         for n in sorted(sizes):
             for itemsize in (4, 8):
-                bound = memory._predict_bytes(net, n, itemsize, min(chunk, n))
+                bound = memory.predict_bound(net, n, itemsize)
                 assert bound >= memory.predict_estimate(net, n, itemsize)
 
 

@@ -1,0 +1,375 @@
+"""Winograd F(2x2, 3x3) convolution and its gradients (Lavin & Gray, 2015).
+
+A 3x3 cross-correlation at stride 1 computed on 2x2 output tiles: each
+tile's 4x4 input patch ``d`` and the kernel ``g`` are transformed
+(``V = B^T d B``, ``U = G g G^T``), multiplied elementwise, and transformed
+back (``Y = A^T (U * V) A``). Summed over input channels, the elementwise
+products are 16 independent GEMMs of ``(tiles, C) @ (C, F)``: 16 multiplies
+per tile and channel pair instead of im2col's 36, and an input buffer 4x
+the input instead of 9x.
+
+The 2-D transforms are small matrices too -- ``vec(B^T d B) = (B^T kron
+B^T) vec(d)`` -- applied to all tiles by one GEMM each: a 16x16 matrix
+times the (16, tiles * C) gathered patches, a 4x16 one on the products.
+Mostly zeros and ones, but BLAS applies them at memory speed in a single
+call; as adds of strided views they took ~40 NumPy calls, whose overhead
+dominated the small parts (2 to 7 images) the engine hands each thread.
+
+The gradients follow from the same bilinear form: with ``E = A e A^T``
+the transformed output gradient ``e`` of a tile, the weight gradient is
+``G^T (sum over tiles of V * E) G`` -- 16 GEMMs of ``(C, tiles) @
+(tiles, F)`` on the forward pass's ``V`` -- and the input gradient the
+overlapping sum of the tiles' ``B (E U^T) B^T``: 16 GEMMs of ``(tiles, F)
+@ (F, C)``. Training keeps ``V`` (4x the input) where im2col keeps its
+9x buffer.
+
+Tensors are channels-last as in ``_layers``; the dtype is preserved. The
+images are processed a chunk at a time through buffers reused from chunk
+to chunk, so that they stay near the CPU caches.
+
+    B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+    G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
+    A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+"""
+
+from collections import namedtuple
+from math import prod
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+# What the backward pass needs: the transformed input of every image,
+# (16, n, tiles, C), and the geometry.
+WinogradCache = namedtuple("WinogradCache", "V x_shape pads out_hw")
+
+# Measured on 1 thread, float32, parts of 2 to 32 images (the engine's
+# parts hold 2 to 18): Winograd beats im2col + GEMM once the 3x3
+# convolution has 32 input channels and 32 filters or more, x1.15 to x1.7
+# forward and x1.3 to x1.7 forward + backward (13x13x32 -> 64,
+# 14x14x64 -> 128, 16x16x32 -> 64, 8x8x64 -> 128). With fewer the
+# transforms, whose cost grows with C + F, outweigh the GEMMs' saving,
+# which grows with C F: 32x32x16 -> 32 is x0.94 on a part of 4 images
+# (x1.2 on 16 or more), 32x32x3 -> 32 x0.8, and a first layer on one
+# channel x0.1 (a GEMM with C = 1 is no GEMM).
+MIN_CHANNELS = 32
+
+
+def winograd_wins(kernel_shape, stride):
+    """Whether a convolution with weights of ``kernel_shape`` (kh, kw, C,
+    F) at ``stride`` runs faster by Winograd's algorithm."""
+    kh, kw, channels, filters = kernel_shape
+    small = min(channels, filters) < MIN_CHANNELS
+    return (kh, kw) == (3, 3) and stride == 1 and not small
+
+
+# Images per chunk: each of the 16 GEMMs of a chunk reads and writes at
+# most this many bytes per operand, so that a chunk's buffers (up to 1 MB
+# each) stay near the CPU caches, as the engine's parts do. Measured with a
+# single-threaded OpenBLAS: (tiles, 64) @ (64, 128) slows from ~117 to ~67
+# GFLOP/s as its output grows from 256 kB to 2 MB; whole layers ran at most
+# ~5% slower than with 2**17 or 2**18, ~15% faster than with 2**14 (more
+# chunks, more NumPy calls), and larger chunks raise the memory peak.
+_CHUNK_BYTES = 2**16
+
+
+def images_per_chunk(tiles, channels, filters, itemsize):
+    """How many images of ``tiles`` tiles one chunk transforms."""
+    return max(1, _CHUNK_BYTES // (tiles * max(channels, filters) * itemsize))
+
+
+def _tiles(out_hw):
+    return -(-out_hw[0] // 2), -(-out_hw[1] // 2)
+
+
+WinogradValues = namedtuple("WinogradValues", "kept forward predict backward dx")
+
+
+def _sizes(out_hw, channels, filters):
+    """Values per image of the chunk buffers, by name."""
+    tiles_h, tiles_w = _tiles(out_hw)
+    tiles = tiles_h * tiles_w
+    padded = (2 * tiles_h + 2) * (2 * tiles_w + 2) * channels
+    return dict(
+        padded=padded,  # the input (or its gradient), padded to whole tiles
+        patches=16 * tiles * channels,  # the 4x4 patches (or their gradient)
+        V=16 * tiles * channels,
+        M=16 * tiles * filters,  # the products (or E)
+        Y=4 * tiles * filters,  # the output tiles (or the gradient's)
+        dV=16 * tiles * channels,
+    )
+
+
+def values_per_image(in_shape, filters, out_hw):
+    """Values one image occupies in the passes of a Winograd convolution
+    of ``in_shape`` maps into ``filters`` maps of ``out_hw`` (the memory
+    estimates' terms).
+
+    ``kept``: ``V``, from the forward pass to the backward; ``forward``:
+    the chunk buffers of a forward pass that keeps ``V``, ``predict``: of
+    one that does not; ``backward``: of the weight gradient; ``dx``: what
+    the input gradient adds. The output and the input gradient come on
+    top. Upper bounds: a chunk holds at most all the images of a call.
+    """
+    size = _sizes(out_hw, in_shape[2], filters)
+    # the patches, then the products, in one buffer
+    forward = size["padded"] + max(size["patches"], size["M"]) + size["Y"]
+    backward = size["Y"] + size["M"]  # the gradient's tiles, E
+    # E U^T, then the patches' gradient where E was, the padded input's
+    dx = size["dV"] + max(size["patches"] - size["M"], 0) + size["padded"]
+    return WinogradValues(size["V"], forward, forward + size["V"], backward, dx)
+
+
+def chunk_share(in_shape, filters, out_hw, n, itemsize):
+    """The fraction of a call's ``n`` images whose chunk buffers exist at
+    once: the chunk buffers per image of :func:`values_per_image` times
+    this are the buffers per image of the call."""
+    tiles_h, tiles_w = _tiles(out_hw)
+    step = images_per_chunk(tiles_h * tiles_w, in_shape[2], filters, itemsize)
+    return min(n, step) / n
+
+
+def weight_values(channels, filters, train):
+    """Values the weights' transforms occupy while one call runs, in units
+    of ``C F``: ``U`` (16); in the backward pass also the transformed
+    weight gradient (16) and one chunk's product (16) (the weight gradient
+    itself is counted with the gradients)."""
+    return (48 if train else 16) * channels * filters
+
+
+# --------------------------------------------------------------------------
+# The transforms
+# --------------------------------------------------------------------------
+
+_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
+_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
+# Row-major vec(X Y Z^T) = (X kron Z) vec(Y): the 2-D transforms of
+# flattened tiles. Entries 0, +-1, +-1/2, +-1/4: exact in any float dtype.
+_INPUT = np.kron(_BT, _BT).astype(float)  # (16, 16): d -> V
+_KERNEL = np.kron(_G, _G)  # (16, 9): g -> U
+_OUTPUT = np.kron(_AT, _AT).astype(float)  # (4, 16): M -> Y
+
+
+def _kernel_transform(W):
+    """``G g G^T`` for every (channel, filter) pair: (3, 3, C, F) -> (16, C, F).
+
+    Cheap (16 C F values), so computed on every call: nothing to cache on
+    objects that several threads share.
+    """
+    kernel = _KERNEL.astype(W.dtype)
+    return (kernel @ W.reshape(9, -1)).reshape((16,) + W.shape[2:])
+
+
+def _kernel_grad(T):
+    """``G^T t G`` for every (channel, filter) pair: (16, C, F) -> (3, 3, C, F)."""
+    kernel = _KERNEL.astype(T.dtype)
+    return (kernel.T @ T.reshape(16, -1)).reshape((3, 3) + T.shape[1:])
+
+
+def _pad(x, pads, out):
+    """Copy ``x`` into ``out`` at offset ``pads``; ``out`` is zero where
+    no input lands. Rows and columns past ``out`` are dropped (they feed
+    no computed output); those past the padded input stay zero (they feed
+    only outputs that overhang ``out_h`` / ``out_w`` and are cropped)."""
+    (top, _), (left, _) = pads
+    keep_h = min(x.shape[1], out.shape[1] - top)
+    keep_w = min(x.shape[2], out.shape[2] - left)
+    out[:, top : top + keep_h, left : left + keep_w] = x[:, :keep_h, :keep_w]
+
+
+def _patches(padded, tiles_h, tiles_w):
+    """Strided view (4, 4, n, tiles_h, tiles_w, C) of the 4x4 patches at
+    stride 2: ``[i, j, :, t, s]`` is pixel ``(2 t + i, 2 s + j)``."""
+    sn, sh, sw, sc = padded.strides
+    shape = (4, 4, padded.shape[0], tiles_h, tiles_w, padded.shape[3])
+    strides = (sh, sw, sn, 2 * sh, 2 * sw, sc)
+    return as_strided(padded, shape, strides, writeable=False)
+
+
+def _scatter(Y, out):
+    """The (2, 2, n, tiles_h, tiles_w, F) output tiles into ``out``,
+    cropping the tiles that overhang an odd ``out_h`` / ``out_w``."""
+    out_h, out_w = out.shape[1:3]
+    for a in range(2):
+        for b in range(2):
+            r, c = (out_h - a + 1) // 2, (out_w - b + 1) // 2
+            out[:, a::2, b::2] = Y[a, b][:, :r, :c]
+
+
+def _gather(dout, tiles_h, tiles_w, out):
+    """The (2, 2, n, tiles_h, tiles_w, F) tiles of ``dout`` into ``out``;
+    ``out`` is zero where tiles overhang ``dout``."""
+    out_h, out_w = dout.shape[1:3]
+    for a in range(2):
+        for b in range(2):
+            r, c = (out_h - a + 1) // 2, (out_w - b + 1) // 2
+            out[a, b][:, :r, :c] = dout[:, a::2, b::2]
+
+
+def _overlap_add(dP, out):
+    """Add every tile's 4x4 patch gradient into ``out``, the padded input's
+    gradient, (n, 2 tiles_h + 2, 2 tiles_w + 2, C). ``dP`` is (4, 4, n,
+    tiles_h, tiles_w, C); neighbouring patches overlap by two rows or
+    columns."""
+    tiles_h, tiles_w = dP.shape[3:5]
+    rows, cols = 2 * tiles_h, 2 * tiles_w
+    # pixels (2t + i, 2s + j), i, j < 2 cover all but the last two rows and
+    # columns once: set them, zero those, then add the other taps
+    for i in range(2):
+        for j in range(2):
+            out[:, i:rows:2, j:cols:2] = dP[i, j]
+    out[:, rows:] = 0
+    out[:, :rows, cols:] = 0
+    for i in range(4):
+        for j in range(4):
+            if i >= 2 or j >= 2:
+                out[:, i : i + rows : 2, j : j + cols : 2] += dP[i, j]
+
+
+# --------------------------------------------------------------------------
+# Convolution
+# --------------------------------------------------------------------------
+
+
+def _chunks(n, per_image, channels, filters, itemsize):
+    """``(step, [(start, count)...])``: the chunks of ``n`` images."""
+    step = max(1, min(n, images_per_chunk(per_image, channels, filters, itemsize)))
+    return step, [(start, min(step, n - start)) for start in range(0, n, step)]
+
+
+def _prefix(buffer, shape):
+    """The first ``prod(shape)`` values of a flat ``buffer``, as ``shape``:
+    a chunk shorter than the others uses a contiguous prefix."""
+    return buffer[: prod(shape)].reshape(shape)
+
+
+def winograd_forward(x, W, pads=((0, 0), (0, 0)), out_hw=None, need_cache=False):
+    """Cross-correlate ``x`` with a 3x3 kernel ``W`` at stride 1 (no bias).
+
+    The same result as :func:`~skcnn._layers.conv2d_forward` with
+    ``stride=1`` (to rounding), by Winograd's F(2x2, 3x3).
+
+    Parameters
+    ----------
+    x : ndarray of shape (n, H, W, C)
+    W : ndarray of shape (3, 3, C, F)
+    pads : ((top, bottom), (left, right))
+        Zero padding added around the input.
+    out_hw : (int, int), default=None
+        Number of output rows and columns to compute (the top-left part of
+        the output); ``None`` computes the full output. It may also exceed
+        the full output: the input is then taken as zero past its padding.
+    need_cache : bool, default=False
+        Whether to return what :func:`winograd_backward` needs.
+
+    Returns
+    -------
+    out : ndarray of shape (n, out_h, out_w, F)
+    cache : WinogradCache, or None without ``need_cache``
+    """
+    n, height, width, channels = x.shape
+    filters = W.shape[3]
+    (top, bottom), (left, right) = pads
+    if out_hw is None:
+        out_hw = (height + top + bottom - 2, width + left + right - 2)
+    tiles_h, tiles_w = _tiles(out_hw)
+    per_image, dtype = tiles_h * tiles_w, x.dtype
+    transform, inverse = _INPUT.astype(dtype), _OUTPUT.astype(dtype)
+    U = _kernel_transform(W.astype(dtype, copy=False))
+    out = np.empty((n,) + tuple(out_hw) + (filters,), dtype=dtype)
+    step, chunks = _chunks(n, per_image, channels, filters, dtype.itemsize)
+    size = _sizes(out_hw, channels, filters)
+    padded = np.zeros((step, 2 * tiles_h + 2, 2 * tiles_w + 2, channels), dtype=dtype)
+    # the patches, then the products, in one buffer
+    work = np.empty(step * max(size["patches"], size["M"]), dtype=dtype)
+    Y_buf = np.empty(step * size["Y"], dtype=dtype)
+    if need_cache:  # V of every image, kept for the backward pass
+        V_all = np.empty((16, n, per_image, channels), dtype=dtype)
+    else:
+        V_buf = np.empty(step * size["V"], dtype=dtype)
+    for start, k in chunks:
+        tiles = k * per_image
+        if need_cache:
+            V = V_all[:, start : start + k].reshape(16, tiles * channels)
+        else:
+            V = _prefix(V_buf, (16, tiles * channels))
+        _pad(x[start : start + k], pads, padded[:k])
+        patches = _prefix(work, (4, 4, k, tiles_h, tiles_w, channels))
+        np.copyto(patches, _patches(padded[:k], tiles_h, tiles_w))
+        np.matmul(transform, patches.reshape(16, -1), out=V)
+        M = _prefix(work, (16, tiles, filters))
+        np.matmul(V.reshape(16, tiles, channels), U, out=M)
+        Y = _prefix(Y_buf, (4, tiles * filters))
+        np.matmul(inverse, M.reshape(16, -1), out=Y)
+        _scatter(Y.reshape(2, 2, k, tiles_h, tiles_w, filters), out[start : start + k])
+    if not need_cache:
+        return out, None
+    return out, WinogradCache(V_all, x.shape, pads, tuple(out_hw))
+
+
+def winograd_conv3x3(x, W, pads=((0, 0), (0, 0)), out_hw=None):
+    """:func:`winograd_forward`'s output alone."""
+    return winograd_forward(x, W, pads, out_hw)[0]
+
+
+def winograd_backward(dout, cache, W, need_dx=True):
+    """Gradients of :func:`winograd_forward` w.r.t. its input and weights.
+
+    Returns
+    -------
+    dx : ndarray of shape (n, H, W, C) or None when ``need_dx`` is False
+    dW : ndarray of shape (3, 3, C, F)
+    """
+    V_all, x_shape, pads, out_hw = cache
+    n, height, width, channels = x_shape
+    filters = W.shape[3]
+    tiles_h, tiles_w = _tiles(out_hw)
+    per_image, dtype = tiles_h * tiles_w, dout.dtype
+    step, chunks = _chunks(n, per_image, channels, filters, dtype.itemsize)
+    size = _sizes(out_hw, channels, filters)
+    # the gradient's tiles, zero where they overhang an odd output
+    odd = out_hw[0] % 2 or out_hw[1] % 2
+    Y_buf = (np.zeros if odd else np.empty)(step * size["Y"], dtype=dtype)
+    # E, then the patches' gradient
+    dx_size = size["patches"] if need_dx else 0
+    E_buf = np.empty(step * max(size["M"], dx_size), dtype=dtype)
+    dW_t = None
+    if need_dx:
+        transform, inverse = _INPUT.astype(dtype), _OUTPUT.astype(dtype)
+        Ut = _kernel_transform(W.astype(dtype, copy=False)).transpose(0, 2, 1)
+        dV_buf = np.empty(step * size["dV"], dtype=dtype)
+        padded_shape = (2 * tiles_h + 2, 2 * tiles_w + 2, channels)
+        dx_padded = np.empty((step,) + padded_shape, dtype=dtype)
+        # input rows / columns that feed no computed output get no gradient
+        (top, _), (left, _) = pads
+        keep_h = min(height, padded_shape[0] - top)
+        keep_w = min(width, padded_shape[1] - left)
+        covered = (keep_h, keep_w) == (height, width)
+        dx = (np.empty if covered else np.zeros)(x_shape, dtype=dtype)
+    else:
+        inverse = _OUTPUT.astype(dtype)
+    for start, k in chunks:
+        tiles = k * per_image
+        tiled = _prefix(Y_buf, (2, 2, k, tiles_h, tiles_w, filters))
+        _gather(dout[start : start + k], tiles_h, tiles_w, tiled)
+        E = _prefix(E_buf, (16, tiles * filters))
+        np.matmul(inverse.T, tiled.reshape(4, -1), out=E)
+        E = E.reshape(16, tiles, filters)
+        V = V_all[:, start : start + k].reshape(16, tiles, channels)
+        # the chunks' products summed in chunk order: the same bits for a
+        # part whatever the thread count
+        product = np.matmul(V.transpose(0, 2, 1), E)
+        dW_t = product if dW_t is None else np.add(dW_t, product, out=dW_t)
+        if need_dx:
+            dV = _prefix(dV_buf, (16, tiles, channels))
+            np.matmul(E, Ut, out=dV)
+            dP = _prefix(E_buf, (16, tiles * channels))
+            np.matmul(transform.T, dV.reshape(16, -1), out=dP)
+            dP = dP.reshape(4, 4, k, tiles_h, tiles_w, channels)
+            _overlap_add(dP, dx_padded[:k])
+            dx[start : start + k, :keep_h, :keep_w] = dx_padded[
+                :k, top : top + keep_h, left : left + keep_w
+            ]
+    if dW_t is None:  # no images
+        dW_t = np.zeros((16, channels, filters), dtype=dtype)
+    return (dx if need_dx else None), _kernel_grad(dW_t)
