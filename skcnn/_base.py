@@ -86,7 +86,7 @@ class BaseCNN(TrainingLoop, ExportMixin, BaseEstimator):
         batch_norm=False,
         hidden_layer_sizes=(64,),
         activation="relu",
-        dropout=0.0,
+        dropout=0.25,
         augment=None,
         solver="adam",
         alpha=0.0001,

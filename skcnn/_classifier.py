@@ -103,7 +103,7 @@ Examples
         batch_norm=False,
         hidden_layer_sizes=(64,),
         activation="relu",
-        dropout=0.0,
+        dropout=0.25,
         augment=None,
         solver="adam",
         alpha=0.0001,

@@ -130,12 +130,14 @@ hidden_layer_sizes : array-like of int, default=(64,)
 activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
     Activation of the convolution blocks and hidden layers.
 
-dropout : float in [0, 1), default=0.0
+dropout : float in [0, 1), default=0.25
     Fraction of each hidden dense layer's outputs dropped during training
-    (inverted dropout, off at prediction). The masks are drawn from the
-    estimator's random state, so fits stay reproducible. Dropout breaks the
-    equivalence of an integer ``sample_weight`` with repeated rows (a
-    repeated row gets masks of its own), so it is off by default.
+    (inverted dropout, off at prediction); 0 switches it off. The default
+    keeps the dense layers, which hold most of the weights, from memorizing
+    large training sets. A sample's masks are a hash of its values, the
+    step and a seed drawn from the random state: fits stay reproducible,
+    and a repeated row gets the same masks as the original, so an integer
+    ``sample_weight`` still acts as repeated rows.
 
 augment : dict or None, default=None
     ``{"shift": s, "flip": f}`` shifts each training image (never at

@@ -17,6 +17,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import gen_batches
 
 from ._augment import augment_batch
+from ._dropout import dropout_masks, row_keys
 from ._engine import Batch, loss_and_gradients
 from ._interrupt import InterruptAfterBatch
 from ._network import Dropout
@@ -112,6 +113,7 @@ class TrainingLoop:
         # threads to work through a batch's parts: the speed follows the BLAS
         # limit in force, the results do not (see skcnn._parallel)
         n_threads = blas_threads()
+        dropout = self._dropout_plan(data.X)
         with single_threaded_blas(), InterruptAfterBatch() as interrupt:
             for epoch_index in range(n_epochs):
                 start = time.perf_counter()
@@ -129,7 +131,7 @@ class TrainingLoop:
                     )
                     epoch.call_on_fit_task_begin(estimator=self, X=given.X, y=given.y)
                 loss, n_seen = self._run_epoch(
-                    data, batch_size, n_threads, interrupt, epoch
+                    data, batch_size, n_threads, interrupt, epoch, dropout
                 )
                 if interrupt.requested and n_seen < n_samples:
                     # Ctrl-C in mid-epoch: the weights are those of the last
@@ -213,20 +215,32 @@ class TrainingLoop:
             return optimizer.learning_rate_init * optimizer.rate_factor
         return optimizer.learning_rate
 
-    def _dropout_masks(self, n, dtype):
-        """Inverted-dropout masks per Dropout layer, from the random state."""
+    def _dropout_plan(self, X):
+        """What this fit call's dropout masks come from: every row's key
+        and a seed from the random state (see ``skcnn._dropout``); None
+        without dropout. The epoch count is read as each epoch starts."""
         if not self.dropout:
             return None
-        keep = 1.0 - self.dropout
-        scale = dtype.type(1.0 / keep)
-        rng = self._random_state
-        return {
-            i: (rng.random_sample((n, layer.units)) < keep).astype(dtype) * scale
+        seed = self._random_state.randint(2**31, size=2)
+        keys = row_keys(X, self.input_offset_, self.input_scale_)
+        return [keys, (int(seed[0]) << 31) | int(seed[1]), 0]
+
+    def _dropout_masks(self, dropout, idx, dtype):
+        """Inverted-dropout masks per Dropout layer for the rows ``idx`` at
+        the next step (``dropout[2]`` counts the call's steps)."""
+        if dropout is None:
+            return None
+        keys, seed, step = dropout
+        dropout[2] += 1
+        layers = [
+            (i, layer.units)
             for i, layer in enumerate(self._net.layers)
             if isinstance(layer, Dropout)
-        }
+        ]
+        step_seed = (seed + (step << 40)) % 2**64
+        return dropout_masks(keys[idx], step_seed, layers, 1.0 - self.dropout, dtype)
 
-    def _run_epoch(self, data, batch_size, n_threads, interrupt, epoch):
+    def _run_epoch(self, data, batch_size, n_threads, interrupt, epoch, dropout=None):
         """One pass over the data: (mean minibatch loss, samples passed).
 
         Stops early, after a completed batch, when Ctrl-C was pressed.
@@ -246,21 +260,22 @@ class TrainingLoop:
                 task = epoch.subcontext(task_name="batch")
                 task.call_on_fit_task_begin(estimator=self)
             n = len(data.X[idx])
-            accumulated_loss += self._step(data.X[idx], data.Y[idx], sw, n_threads) * n
+            weights = self._weights()
+            masks = self._dropout_masks(dropout, idx, weights.coefs[0].dtype)
+            loss = self._step(data.X[idx], data.Y[idx], sw, n_threads, masks)
+            accumulated_loss += loss * n
             if task is not None:
                 task.call_on_fit_task_end(estimator=self)
             if interrupt.requested:
                 break
         return accumulated_loss / n_samples, n_seen
 
-    def _step(self, rows, Y, sample_weight, n_threads):
+    def _step(self, rows, Y, sample_weight, n_threads, masks=None):
         """One optimizer step on a minibatch; returns its loss."""
         weights = self._weights()
         dtype = weights.coefs[0].dtype
         x = augment_batch(self, rows.reshape((-1,) + self.image_shape_))
-        batch = Batch(
-            x, Y.astype(dtype), sample_weight, self._dropout_masks(len(x), dtype)
-        )
+        batch = Batch(x, Y.astype(dtype), sample_weight, masks)
         alpha = 0.0 if self.solver == "adamw" else self.alpha  # adamw decays
         step = loss_and_gradients(self._net, weights, batch, alpha, n_threads)
         if not np.isfinite(step.loss):

@@ -256,7 +256,12 @@ def _mlp_twins(max_iter, regression=False, **params):
         **params,
     )
     ours = ours_class(
-        conv_filters=(), input_scaling=None, max_iter=1, warm_start=True, **common
+        conv_filters=(),
+        input_scaling=None,
+        dropout=0.0,
+        max_iter=1,
+        warm_start=True,
+        **common,
     )
     mlp = mlp_class(max_iter=1, warm_start=True, **common)
     ours.fit(X, y)
