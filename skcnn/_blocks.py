@@ -36,7 +36,7 @@ from ._layers import (
     maxpool_forward,
     per_channel,
 )
-from ._winograd import winograd_wins
+from ._winograd import values_per_image, winograd_wins
 
 
 @dataclass(frozen=True)
@@ -113,9 +113,14 @@ class ConvBlock:
         return winograd_wins(self.coef_shape, self.stride)
 
     def values_per_sample(self):
-        """The largest activation array one sample needs here (im2col)."""
-        kh, kw = self.kernel
+        """The largest activation array one sample needs here: the im2col
+        rows, or the transformed input Winograd keeps instead (the size of
+        a minibatch's parts follows it)."""
         rows = self.conv_hw[0] * self.conv_hw[1]
+        if self.winograd:
+            kept = values_per_image(self.in_shape, self.filters, self.conv_hw).kept
+            return max(kept, rows * self.filters)
+        kh, kw = self.kernel
         return max(rows * kh * kw * self.in_shape[2], rows * self.filters)
 
     @property
