@@ -132,6 +132,7 @@ def test_reference_network_matches_hand_counts():
         ("max pool 2x2", (5, 5, 64), 0),
         ("flatten", (1600,), 0),
         ("dense 64, relu", (64,), 1600 * 64 + 64),
+        ("dropout 0.25", (64,), 0),  # the default, in training only
         ("output dense, softmax", (10,), 64 * 10 + 10),
     ]
     text = est.summary()
