@@ -31,11 +31,13 @@ except ImportError:  # pragma: no cover
 
 # Fewer activation values than this per part and the per-part overhead
 # (Python, thread hand-offs, one more gradient sum) costs more than the
-# parallelism gains. On the reference network (28,800 values per image) it
-# makes parts of 16 images at batch 128 and of 18 at inference, which fit the
-# caches better than halves of the batch: measured at least as many images
-# per CPU-second as 2**17 or 2**19.
-_MIN_VALUES_PER_PART = 2**18
+# parallelism gains. Measured on 2 threads against 2**18 and 2**20, with
+# Winograd layers and the dense weight gradients collected once (training
+# and inference img/s): 2**19 was fastest on every network measured --
+# +4 % / +10 % on the reference network (parts of 32 images at batch 128),
+# +19 % / +14 % on 64x64x3 images, +9 % / +12 % on (64, 128) filters --
+# while 2**20 left too few parts in a prediction chunk.
+_MIN_VALUES_PER_PART = 2**19
 
 _controller = None
 _blas_libraries = None

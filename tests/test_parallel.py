@@ -83,9 +83,11 @@ def test_n_parts():
     assert parallel.n_parts(1, 10**9) == 1  # one row cannot be split
     assert parallel.n_parts(2, 10) == 1  # too little work
     # powers of two of at least _MIN_VALUES_PER_PART values each
-    assert parallel.n_parts(128, 28800) == 8
-    assert parallel.n_parts(200, 28800) == 16
-    assert parallel.n_parts(72, 28800) == 4
+    assert parallel._MIN_VALUES_PER_PART == 2**19
+    assert parallel.n_parts(128, 28800) == 4  # 7.03 parts' worth of values
+    assert parallel.n_parts(200, 28800) == 8  # 10.99
+    assert parallel.n_parts(72, 28800) == 2  # 3.96
+    assert parallel.n_parts(128, 32768) == 8  # exactly 8
     assert parallel.n_parts(3, 10**9) == 2
 
 
