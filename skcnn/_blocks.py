@@ -18,17 +18,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._batchnorm import (
+    batch_moments,
+    batchnorm_inference,
+    batchnorm_input_grad,
+    batchnorm_normalize,
+    batchnorm_param_grads,
+)
 from ._layers import (
     ACTIVATION_GRADS,
     ACTIVATIONS,
     OuterSum,
     avgpool_backward,
     avgpool_forward,
-    batch_moments,
-    batchnorm_inference,
-    batchnorm_input_grad,
-    batchnorm_normalize,
-    batchnorm_param_grads,
     channel_sums,
     conv2d_backward,
     conv2d_forward,

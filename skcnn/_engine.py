@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._layers import OuterSum, batch_moments, combine_moments
+from ._batchnorm import batch_moments, combine_moments
+from ._layers import OuterSum
 from ._losses import OUTPUTS, weight_total
 from ._network import backward, collect_grads, forward
 from ._parallel import (

@@ -19,7 +19,7 @@ channels) order.
 import numpy as np
 from sklearn.base import is_classifier
 
-from ._layers import BATCH_NORM_EPSILON
+from ._batchnorm import BATCH_NORM_EPSILON
 
 _OPSET = 17
 _ACTIVATIONS = {"relu": "Relu", "tanh": "Tanh", "logistic": "Sigmoid"}

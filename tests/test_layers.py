@@ -11,14 +11,12 @@ from gradcheck import assert_gradient
 from numpy.testing import assert_array_equal
 from scipy.special import expit
 
+from skcnn._batchnorm import batchnorm_backward, batchnorm_forward, batchnorm_inference
 from skcnn._layers import (
     ACTIVATION_GRADS,
     ACTIVATIONS,
     avgpool_backward,
     avgpool_forward,
-    batchnorm_backward,
-    batchnorm_forward,
-    batchnorm_inference,
     conv2d_backward,
     conv2d_forward,
     maxpool_backward,
