@@ -314,7 +314,9 @@ def test_estimates_cover_the_measured_peak(name):
     fit = _memory.fit_estimate(
         est, est._net, n, itemsize, new_model=True, new_optimizer=True
     ).total
-    assert fit_peak <= fit <= 2 * fit_peak, (fit_peak, fit)
+    # an upper bound, and not a loose one -- though a run whose pool thread
+    # starts late holds one part at a time and measures near half of it
+    assert fit_peak <= fit <= 3 * fit_peak, (fit_peak, fit)
     predict = _memory.predict_estimate(est._net, n, itemsize)
     # (one part per thread alive at once is the bound; a run whose pool
     # thread starts late holds only one part and measures half of it)
