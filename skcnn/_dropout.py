@@ -65,6 +65,8 @@ def row_keys(X, offset=None, scale=None):
             pixels = values.reshape(len(values), -1, channels)
             pixels -= offset
             pixels *= factor
+        # (huge unscaled values would overflow the integers: clipped)
+        np.clip(values, -(2.0**62), 2.0**62, out=values)
         block = np.rint(values).astype(np.int64).view(np.uint64)
         block *= coefs
         keys[start : start + step] = block.sum(axis=1, dtype=np.uint64)

@@ -1,5 +1,7 @@
 """Dropout masks keyed by each sample's values (skcnn._dropout)."""
 
+import warnings
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
@@ -36,6 +38,16 @@ def test_keys_follow_the_scaled_values_not_their_representation():
     c = row_keys(scaled.astype(np.float64), np.zeros(1), np.ones(1))
     assert_array_equal(a, b)
     assert_array_equal(b, c)
+
+
+def test_huge_values_hash_without_warnings():
+    # (input_scaling=None hashes the values as they are)
+    X = _rows().astype(np.float64)
+    X[0, 0], X[1, 0] = 1e300, -1e300
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keys = row_keys(X)
+    assert len(np.unique(keys)) == len(X)
 
 
 def test_per_channel_scaling_is_applied_per_channel():
