@@ -192,8 +192,8 @@ max_steps : int or None, default=9000
     Budget of optimizer steps (minibatches) per ``fit``: training runs
     ``min(max_iter, ceil(max_steps / batches_per_epoch))`` epochs, so the
     amount of training follows the data. With the other defaults that is
-    30 epochs of 60,000 MNIST images (99.25-99.33 % test accuracy in
-    about 3 minutes on 2 cores) and up to ``max_iter`` epochs of a small
+    30 epochs of 60,000 MNIST images (99.23-99.38 % test accuracy in
+    2.5-3.5 minutes on 2 cores) and up to ``max_iter`` epochs of a small
     set (scikit-learn's 899 training digits: 75-115 epochs of 15 steps
     before the ``tol`` rule stops), where 30 epochs would leave the model
     under-trained. The planned epochs are also the
