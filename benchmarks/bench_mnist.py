@@ -64,9 +64,10 @@ def load_mnist():
 # ----------------------------------------------------------------- skcnn
 
 
-# The reference network, as PyTorch runs it: "valid" padding and no input
-# scaling (the estimator's defaults since issue #12 are "same" and "minmax").
-REFERENCE = dict(padding="valid", input_scaling=None)
+# The reference network, as PyTorch runs it: "valid" padding, no input
+# scaling, no dropout (the estimator's defaults since issue #12 are "auto",
+# "minmax" and 0.25).
+REFERENCE = dict(padding="valid", input_scaling=None, dropout=0.0)
 
 
 def skcnn_model(batch_size):

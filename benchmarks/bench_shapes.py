@@ -124,9 +124,14 @@ def random_data(shape, n, seed=0):
 
 def skcnn_model(shape):
     arch = shape.architecture()
-    # no input scaling: the PyTorch networks have none either
+    # no input scaling and no dropout: the PyTorch networks have neither
     return CNNClassifier(
-        **arch, input_scaling=None, batch_size=shape.batch, alpha=ALPHA, random_state=0
+        **arch,
+        input_scaling=None,
+        dropout=0.0,
+        batch_size=shape.batch,
+        alpha=ALPHA,
+        random_state=0,
     )
 
 
