@@ -41,6 +41,16 @@ class TrainingData:
     y: object = None
 
 
+@dataclass
+class _DropoutPlan:
+    """A fit call's dropout: every training row's key, a seed drawn from the
+    random state, and the steps taken so far (each step's masks differ)."""
+
+    keys: np.ndarray
+    seed: int
+    steps: int = 0
+
+
 @dataclass(frozen=True)
 class _Plan:
     """How a fit call trains: minibatch size, epochs, callback context and
@@ -216,29 +226,28 @@ class TrainingLoop:
         return optimizer.learning_rate
 
     def _dropout_plan(self, X):
-        """What this fit call's dropout masks come from: every row's key
-        and a seed from the random state (see ``skcnn._dropout``); None
-        without dropout. The epoch count is read as each epoch starts."""
+        """What this fit call's dropout masks come from (see
+        ``skcnn._dropout``), or None without dropout."""
         if not self.dropout:
             return None
         seed = self._random_state.randint(2**31, size=2)
         keys = row_keys(X, self.input_offset_, self.input_scale_)
-        return [keys, (int(seed[0]) << 31) | int(seed[1]), 0]
+        return _DropoutPlan(keys, (int(seed[0]) << 31) | int(seed[1]))
 
-    def _dropout_masks(self, dropout, idx, dtype):
+    def _dropout_masks(self, plan, idx, dtype):
         """Inverted-dropout masks per Dropout layer for the rows ``idx`` at
-        the next step (``dropout[2]`` counts the call's steps)."""
-        if dropout is None:
+        the call's next step."""
+        if plan is None:
             return None
-        keys, seed, step = dropout
-        dropout[2] += 1
+        step_seed = (plan.seed + (plan.steps << 40)) % 2**64
+        plan.steps += 1
         layers = [
             (i, layer.units)
             for i, layer in enumerate(self._net.layers)
             if isinstance(layer, Dropout)
         ]
-        step_seed = (seed + (step << 40)) % 2**64
-        return dropout_masks(keys[idx], step_seed, layers, 1.0 - self.dropout, dtype)
+        keep = 1.0 - self.dropout
+        return dropout_masks(plan.keys[idx], step_seed, layers, keep, dtype)
 
     def _run_epoch(self, data, batch_size, n_threads, interrupt, epoch, dropout=None):
         """One pass over the data: (mean minibatch loss, samples passed).
