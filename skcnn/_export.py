@@ -62,6 +62,7 @@ class ExportMixin:
         max pool 2x2 (4, 4, 4) 0
         flatten (64,) 0
         dense 16, relu (16,) 1,040
+        dropout 0.25 (16,) 0
         output dense, softmax/logistic (n_outputs,) 17/output
         ...
         Trainable params: 1,080 + 17 per output
