@@ -185,9 +185,8 @@ class _NormStages:
             grads.update(met.grads)
             dW = grads[norms[s]][0]
             grads[norms[s]] = (dW, sums[1], sums[0])  # dbias = dshift, dscale
-        grads = collect_grads(layers, self.weights, grads)
-        grads.coefs = [_multiplied(g, n_threads) for g in grads.coefs]
-        return Step(loss, grads, stats)
+        # the dense layers' OuterSums are multiplied by loss_and_gradients
+        return Step(loss, collect_grads(layers, self.weights, grads), stats)
 
     # One part's work in a stage. ---------------------------------------------
     def _layers_forward(self, k, x, start, stop):
