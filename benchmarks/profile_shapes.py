@@ -12,6 +12,7 @@ from bench_shapes import ALPHA, random_data  # noqa: E402  (beside this file)
 from threadpoolctl import threadpool_limits
 
 from skcnn._network import initialize
+from skcnn._workspace import workspace
 
 
 def profile_step(shape, name, steps=20):
@@ -89,7 +90,8 @@ def profile_step(shape, name, steps=20):
     X, y = random_data(shape, 4 * shape.batch)
     Y = np.eye(shape.n_classes, dtype=np.float32)[y]
     step_total = 0.0
-    with ExitStack() as patches, threadpool_limits(1):
+    # in a workspace, as in a fit: without it the steps' page faults count
+    with ExitStack() as patches, threadpool_limits(1), workspace():
         for owner, attribute, fn in patched:
             patches.enter_context(mock.patch.object(owner, attribute, fn))
         for table, way in zip((ACTIVATIONS, ACTIVATION_GRADS), ways):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _workspace as ws
 from ._batchnorm import (
     batch_moments,
     batchnorm_inference,
@@ -276,7 +277,7 @@ class GlobalAvgPool:
     def backward(self, weights, dout, cache, need_dx=True):
         height, width, _ = self.in_shape
         share = dout * dout.dtype.type(1.0 / (height * width))
-        dx = np.empty((dout.shape[0],) + self.in_shape, dtype=dout.dtype)
+        dx = ws.empty((dout.shape[0],) + self.in_shape, dout.dtype)
         dx[...] = share[:, None, None, :]  # writable: updated in place later
         return dx, None
 
@@ -302,7 +303,8 @@ class Dense:
         return max(self.n_in, self.n_out)
 
     def forward(self, weights, x, train, mask=None):
-        z = x @ weights.coefs[self.index]
+        W = weights.coefs[self.index]
+        z = np.matmul(x, W, out=ws.empty((x.shape[0], W.shape[1]), x.dtype))
         z += weights.intercepts[self.index]
         if self.activation is not None:
             z = ACTIVATIONS[self.activation](z)
@@ -319,7 +321,10 @@ class Dense:
         # parts of a split minibatch are collected (see OuterSum)
         dW = OuterSum(x, dout)
         dbias = dout.sum(axis=0)
-        dx = dout @ weights.coefs[self.index].T if need_dx else None
+        dx = None
+        if need_dx:
+            W = weights.coefs[self.index]
+            dx = np.matmul(dout, W.T, out=ws.empty((len(dout), W.shape[0]), dout.dtype))
         return dx, (dW, dbias, None)
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import _workspace as ws
 from ._batchnorm import batch_moments, combine_moments
 from ._layers import OuterSum
 from ._losses import OUTPUTS, weight_total
@@ -106,7 +107,7 @@ def _multiplied(g, n_threads):
     if not isinstance(g, OuterSum):
         return g
     a, b = g.factors()
-    out = np.empty((a.shape[1], b.shape[1]), dtype=a.dtype)
+    out = ws.empty((a.shape[1], b.shape[1]), a.dtype)
 
     def block(rows):
         np.matmul(a[:, rows].T, b, out=out[rows])

@@ -11,6 +11,7 @@ cost of every GEMM that touches it).
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from . import _workspace as ws
 from ._winograd import (
     WinogradCache,
     winograd_backward,
@@ -73,7 +74,7 @@ def _pad(x, pads):
     (top, bottom), (left, right) = pads
     n, height, width, channels = x.shape
     shape = (n, height + top + bottom, width + left + right, channels)
-    out = np.zeros(shape, dtype=x.dtype)
+    out = ws.zeros(shape, x.dtype)
     out[:, top : top + height, left : left + width, :] = x
     return out
 
@@ -95,7 +96,9 @@ def _im2col(x, kh, kw, stride, out_h, out_w):
         strides=(sn, sh * stride, sw * stride, sh, sc),
         writeable=False,
     )
-    return np.ascontiguousarray(view).reshape(n * out_h * out_w, kh * kw * channels)
+    cols = ws.empty(view.shape, x.dtype)
+    np.copyto(cols, view)
+    return cols.reshape(n * out_h * out_w, kh * kw * channels)
 
 
 def _im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w):
@@ -111,7 +114,7 @@ def _im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w):
     (top, bottom), (left, right) = pads
     n, height, width, channels = x.shape
     shape = (n, channels, height + top + bottom, width + left + right)
-    padded = np.zeros(shape, dtype=x.dtype)
+    padded = ws.zeros(shape, x.dtype)
     padded[:, :, top : top + height, left : left + width] = x.transpose(0, 3, 1, 2)
     sn, sc, sh, sw = padded.strides
     view = as_strided(
@@ -120,7 +123,9 @@ def _im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w):
         strides=(sh, sw, sc, sn, sh * stride, sw * stride),
         writeable=False,
     )
-    cols_t = np.ascontiguousarray(view).reshape(kh * kw * channels, -1)
+    cols_t = ws.empty(view.shape, x.dtype)
+    np.copyto(cols_t, view)
+    cols_t = cols_t.reshape(kh * kw * channels, -1)
     return cols_t.T
 
 
@@ -170,7 +175,8 @@ def conv2d_forward(x, W, stride=1, pads=((0, 0), (0, 0)), out_hw=None, need_cach
         if top or bottom or left or right:
             x = _pad(x, pads)
         cols = _im2col(x, kh, kw, stride, out_h, out_w)
-    out = cols @ W.reshape(kh * kw * channels, filters)
+    out = ws.empty((cols.shape[0], filters), x.dtype)
+    np.matmul(cols, W.reshape(kh * kw * channels, filters), out=out)
     out = out.reshape(n, out_h, out_w, filters)
     return out, ((cols, padded_shape) if need_cache else None)
 
@@ -224,11 +230,11 @@ def _input_grad(d2, W, stride, origin, x_shape, out_hw):
     rows = d2.shape[0]
     whole = stride == 1 and out_hw == (height, width) and top < kh and left < kw
     if whole:
-        dx = np.empty(x_shape, dtype=d2.dtype)
+        dx = ws.empty(x_shape, d2.dtype)
         np.matmul(d2, W[top, left].T, out=dx.reshape(rows, channels))
     else:
-        dx = np.zeros(x_shape, dtype=d2.dtype)
-    part = np.empty((rows, channels), dtype=d2.dtype)
+        dx = ws.zeros(x_shape, d2.dtype)
+    part = ws.empty((rows, channels), d2.dtype)
     part_4d = part.reshape(n, out_h, out_w, channels)
     for i in range(kh):
         y0, y1, row = _span(i - top, stride, out_h, height)
@@ -268,7 +274,14 @@ class OuterSum:
         """The collected ``(a, b)``: the gradient is ``a.T @ b``."""
         if len(self.a) == 1:
             return self.a[0], self.b[0]
-        return np.concatenate(self.a), np.concatenate(self.b)
+        return tuple(_concatenated(arrays) for arrays in (self.a, self.b))
+
+
+def _concatenated(arrays):
+    out = ws.empty(
+        (sum(len(a) for a in arrays),) + arrays[0].shape[1:], arrays[0].dtype
+    )
+    return np.concatenate(arrays, out=out)
 
 
 # --------------------------------------------------------------------------
@@ -295,7 +308,11 @@ def maxpool_forward(x, ph, pw, need_cache=True):
     else, and the input need not be kept.
     """
     taps = _pool_taps(x, ph, pw)
-    out = np.maximum(taps[0], taps[1]) if len(taps) > 1 else taps[0].copy()
+    out = ws.empty(taps[0].shape, x.dtype)
+    if len(taps) > 1:
+        np.maximum(taps[0], taps[1], out=out)
+    else:
+        np.copyto(out, taps[0])
     for tap in taps[2:]:
         np.maximum(out, tap, out=out)
     if not need_cache:
@@ -303,9 +320,10 @@ def maxpool_forward(x, ph, pw, need_cache=True):
     # The first maximal element's position is the number of leading taps
     # that fall short of the maximum: counted with one comparison per tap
     # and byte arithmetic, no masked writes (numpy's are many times slower).
-    short = np.not_equal(taps[0], out)
-    first = short.astype(np.uint8 if len(taps) <= 256 else np.uint16)
-    below = np.empty(out.shape, dtype=bool)
+    short = np.not_equal(taps[0], out, out=ws.empty(out.shape, bool))
+    first = ws.empty(out.shape, np.uint8 if len(taps) <= 256 else np.uint16)
+    np.copyto(first, short)
+    below = ws.empty(out.shape, bool)
     for tap in taps[1:-1]:
         np.not_equal(tap, out, out=below)
         short &= below
@@ -323,8 +341,8 @@ def maxpool_backward(dout, cache, ph, pw):
     first, x_shape = cache
     out_h, out_w = first.shape[1:3]
     covered = out_h * ph == x_shape[1] and out_w * pw == x_shape[2]
-    dx = (np.empty if covered else np.zeros)(x_shape, dtype=dout.dtype)
-    winner = np.empty(first.shape, dtype=bool)
+    dx = (ws.empty if covered else ws.zeros)(x_shape, dout.dtype)
+    winner = ws.empty(first.shape, bool)
     for k, dx_tap in enumerate(_pool_taps(dx, ph, pw)):
         np.equal(first, k, out=winner)
         np.multiply(dout, winner, out=dx_tap)
@@ -334,7 +352,8 @@ def maxpool_backward(dout, cache, ph, pw):
 def avgpool_forward(x, ph, pw, need_cache=True):
     """Average-pool with a ``(ph, pw)`` window; trailing rows/columns dropped."""
     taps = _pool_taps(x, ph, pw)
-    out = taps[0].copy()
+    out = ws.empty(taps[0].shape, x.dtype)
+    np.copyto(out, taps[0])
     for tap in taps[1:]:
         out += tap
     out *= out.dtype.type(1.0 / (ph * pw))
@@ -346,7 +365,7 @@ def avgpool_backward(dout, x_shape, ph, pw):
     broadcast assignment (only dropped trailing rows/columns are zeroed)."""
     n, out_h, out_w, channels = dout.shape
     covered = out_h * ph == x_shape[1] and out_w * pw == x_shape[2]
-    dx = (np.empty if covered else np.zeros)(x_shape, dtype=dout.dtype)
+    dx = (ws.empty if covered else ws.zeros)(x_shape, dout.dtype)
     windows = dx[:, : out_h * ph, : out_w * pw].reshape(
         n, out_h, ph, out_w, pw, channels
     )
@@ -389,7 +408,7 @@ ACTIVATIONS = {
 
 
 def _relu_grad(a, delta):
-    delta *= a > 0
+    delta *= np.greater(a, 0, out=ws.empty(a.shape, bool))
     return delta
 
 

@@ -25,6 +25,8 @@ from ._optimizers import anneal_factor, cosine_factor
 from ._parallel import blas_threads, single_threaded_blas
 from ._params import resolve_batch_size
 from ._warn import warn
+from ._workspace import empty as ws_empty
+from ._workspace import workspace
 
 # Weight of a batch's statistics in the running averages (PyTorch's default).
 BATCH_NORM_MOMENTUM = 0.1
@@ -124,7 +126,9 @@ class TrainingLoop:
         # limit in force, the results do not (see skcnn._parallel)
         n_threads = blas_threads()
         dropout = self._dropout_plan(data.X)
-        with single_threaded_blas(), InterruptAfterBatch() as interrupt:
+        # one workspace for the whole fit: each step's large arrays reuse the
+        # previous step's memory (see skcnn._workspace)
+        with single_threaded_blas(), InterruptAfterBatch() as interrupt, workspace():
             for epoch_index in range(n_epochs):
                 start = time.perf_counter()
                 rate = self._current_rate(
@@ -268,10 +272,10 @@ class TrainingLoop:
             if epoch is not None and epoch.max_subtasks:
                 task = epoch.subcontext(task_name="batch")
                 task.call_on_fit_task_begin(estimator=self)
-            n = len(data.X[idx])
+            n = batch.stop - batch.start
             weights = self._weights()
             masks = self._dropout_masks(dropout, idx, weights.coefs[0].dtype)
-            loss = self._step(data.X[idx], data.Y[idx], sw, n_threads, masks)
+            loss = self._step(_rows(data.X, idx), data.Y[idx], sw, n_threads, masks)
             accumulated_loss += loss * n
             if task is not None:
                 task.call_on_fit_task_end(estimator=self)
@@ -409,3 +413,13 @@ class TrainingLoop:
             }
 
         return attributes
+
+
+def _rows(X, idx):
+    """``X[idx]``: a view for a slice, else a copy into the workspace."""
+    if isinstance(idx, slice):
+        return X[idx]
+    out = ws_empty((len(idx),) + X.shape[1:], X.dtype)
+    # "clip" copies straight into ``out`` ("raise" would buffer): the
+    # indices come from a permutation, all valid
+    return np.take(X, idx, axis=0, out=out, mode="clip")

@@ -7,6 +7,8 @@ part of the fitted model, so ``partial_fit`` and warm starts resume it.
 
 import numpy as np
 
+from ._workspace import empty
+
 
 class SGD:
     """SGD with (Nesterov) momentum and MLPClassifier's learning-rate schedules."""
@@ -104,11 +106,16 @@ class Adam:
         self.learning_rate = rate * np.sqrt(1 - b2**self.t) / (1 - b1**self.t)
         for p, g, m, v in zip(params, grads, self.ms, self.vs):
             dtype = p.dtype.type
+            # one temporary, from the fit's workspace (a dense layer's is
+            # megabytes: see skcnn._workspace)
+            step = empty(p.shape, p.dtype)
             m *= dtype(b1)
-            m += dtype(1 - b1) * g
+            m += np.multiply(g, dtype(1 - b1), out=step)
             v *= dtype(b2)
-            v += dtype(1 - b2) * (g * g)
-            step = np.sqrt(v)
+            np.multiply(g, g, out=step)
+            step *= dtype(1 - b2)
+            v += step
+            np.sqrt(v, out=step)
             step += dtype(self.epsilon)
             np.divide(m, step, out=step)
             step *= dtype(self.learning_rate)

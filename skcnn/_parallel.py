@@ -18,6 +18,7 @@ the machine; that number changes the speed, never a bit of the result.
 """
 
 import atexit
+import contextvars
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -320,7 +321,12 @@ def reduce_parts(fn, combine, n_rows, parts, n_workers):
             return result
         state = _Parts(fn, combine, slices, window=2 * n_workers)
         pool = _executor()
-        helpers = [pool.submit(state.work) for _ in range(n_workers - 1)]
+        # each helper runs in a copy of this context: what the caller made
+        # current (a fit's workspace) is current in the parts too
+        helpers = [
+            pool.submit(contextvars.copy_context().run, state.work)
+            for _ in range(n_workers - 1)
+        ]
         try:
             state.work()
             state.wait()  # the BLAS limit must outlive every running part

@@ -38,6 +38,8 @@ from math import prod
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from . import _workspace as ws
+
 # What the backward pass needs: the transformed input of every image,
 # (16, n, tiles, C), and the geometry.
 WinogradCache = namedtuple("WinogradCache", "V x_shape pads out_hw")
@@ -276,17 +278,17 @@ def winograd_forward(x, W, pads=((0, 0), (0, 0)), out_hw=None, need_cache=False)
     per_image, dtype = tiles_h * tiles_w, x.dtype
     transform, inverse = _INPUT.astype(dtype), _OUTPUT.astype(dtype)
     U = _kernel_transform(W.astype(dtype, copy=False))
-    out = np.empty((n,) + tuple(out_hw) + (filters,), dtype=dtype)
+    out = ws.empty((n,) + tuple(out_hw) + (filters,), dtype)
     step, chunks = _chunks(n, per_image, channels, filters, dtype.itemsize)
     size = _sizes(out_hw, channels, filters)
-    padded = np.zeros((step, 2 * tiles_h + 2, 2 * tiles_w + 2, channels), dtype=dtype)
+    padded = ws.zeros((step, 2 * tiles_h + 2, 2 * tiles_w + 2, channels), dtype)
     # the patches, then the products, in one buffer
-    work = np.empty(step * max(size["patches"], size["M"]), dtype=dtype)
-    Y_buf = np.empty(step * size["Y"], dtype=dtype)
+    work = ws.empty(step * max(size["patches"], size["M"]), dtype)
+    Y_buf = ws.empty(step * size["Y"], dtype)
     if need_cache:  # V of every image, kept for the backward pass
-        V_all = np.empty((16, n, per_image, channels), dtype=dtype)
+        V_all = ws.empty((16, n, per_image, channels), dtype)
     else:
-        V_buf = np.empty(step * size["V"], dtype=dtype)
+        V_buf = ws.empty(step * size["V"], dtype)
     for start, k in chunks:
         tiles = k * per_image
         if need_cache:
@@ -329,23 +331,23 @@ def winograd_backward(dout, cache, W, need_dx=True):
     size = _sizes(out_hw, channels, filters)
     # the gradient's tiles, zero where they overhang an odd output
     odd = out_hw[0] % 2 or out_hw[1] % 2
-    Y_buf = (np.zeros if odd else np.empty)(step * size["Y"], dtype=dtype)
+    Y_buf = (ws.zeros if odd else ws.empty)(step * size["Y"], dtype)
     # E, then the patches' gradient
     dx_size = size["patches"] if need_dx else 0
-    E_buf = np.empty(step * max(size["M"], dx_size), dtype=dtype)
+    E_buf = ws.empty(step * max(size["M"], dx_size), dtype)
     dW_t = None
     if need_dx:
         transform, inverse = _INPUT.astype(dtype), _OUTPUT.astype(dtype)
         Ut = _kernel_transform(W.astype(dtype, copy=False)).transpose(0, 2, 1)
-        dV_buf = np.empty(step * size["dV"], dtype=dtype)
+        dV_buf = ws.empty(step * size["dV"], dtype)
         padded_shape = (2 * tiles_h + 2, 2 * tiles_w + 2, channels)
-        dx_padded = np.empty((step,) + padded_shape, dtype=dtype)
+        dx_padded = ws.empty((step,) + padded_shape, dtype)
         # input rows / columns that feed no computed output get no gradient
         (top, _), (left, _) = pads
         keep_h = min(height, padded_shape[0] - top)
         keep_w = min(width, padded_shape[1] - left)
         covered = (keep_h, keep_w) == (height, width)
-        dx = (np.empty if covered else np.zeros)(x_shape, dtype=dtype)
+        dx = (ws.empty if covered else ws.zeros)(x_shape, dtype)
     else:
         inverse = _OUTPUT.astype(dtype)
     for start, k in chunks:

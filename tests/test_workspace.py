@@ -1,0 +1,158 @@
+"""The per-fit workspace: large arrays reused, never while referenced."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from skcnn import CNNClassifier
+from skcnn import _workspace as ws
+from skcnn._parallel import map_parts
+
+BIG = (512, 1024)  # 2 MB of float32: above the workspace's minimum
+
+
+def test_without_a_workspace_arrays_are_plain_numpy():
+    a = ws.empty(BIG, np.float32)
+    assert a.flags.owndata and a.shape == BIG and a.dtype == np.float32
+    z = ws.zeros(BIG, np.float64)
+    assert not z.any()
+
+
+def test_a_freed_array_is_reused_a_referenced_one_never():
+    with ws.workspace() as space:
+        a = ws.empty(BIG, np.float32)
+        address = a.ctypes.data
+        b = ws.empty(BIG, np.float32)
+        assert not np.shares_memory(a, b)
+        view = a.reshape(-1)[::3]  # a view alone keeps the memory busy
+        del a
+        c = ws.empty(BIG, np.float32)
+        assert not np.shares_memory(c, view) and not np.shares_memory(c, b)
+        del view
+        d = ws.empty(BIG, np.float32)
+        assert d.ctypes.data == address  # the first buffer, free again
+        assert space.nbytes == 3 * np.prod(BIG) * 4
+
+
+def test_arrays_come_aligned_in_shape_dtype_and_zeroed():
+    with ws.workspace():
+        a = ws.empty(BIG, np.float32)
+        a.fill(7)
+        del a
+        z = ws.zeros(BIG, np.float32)  # the same memory, zeroed again
+        assert z.shape == BIG and z.dtype == np.float32 and not z.any()
+        assert z.flags.c_contiguous and z.flags.writeable
+        assert z.ctypes.data % 64 == 0
+        u = ws.empty(BIG[0] * BIG[1] * 2, np.uint16)  # same bytes, other dtype
+        assert u.shape == (BIG[0] * BIG[1] * 2,) and u.dtype == np.uint16
+
+
+def test_small_requests_do_not_take_large_buffers():
+    with ws.workspace() as space:
+        del_me = ws.empty((4096, 1024), np.float32)  # 16 MB
+        del del_me
+        small = ws.empty(BIG, np.float32)  # 2 MB: not served by 16 MB
+        assert space.nbytes == (16 + 2) * 2**20
+        tiny = ws.empty(10, np.float32)  # below the minimum: plain NumPy
+        assert tiny.flags.owndata
+        del small
+
+
+def test_workspace_is_current_in_parallel_parts_and_shared():
+    with ws.workspace() as space:
+        seen = []
+
+        def part(rows):
+            seen.append(ws._current.get())
+            return ws.empty(BIG, np.float32).sum()
+
+        map_parts(part, 8, 8, n_workers=2)
+        assert seen and all(s is space for s in seen)
+    assert ws._current.get() is None
+
+
+def test_workspace_is_thread_safe():
+    # every thread holds its array while the others ask: none may share
+    with ws.workspace():
+        held, barrier = [], threading.Barrier(4)
+
+        def take():
+            a = ws.empty(BIG, np.float32)
+            barrier.wait()
+            held.append(a)
+
+        threads = [threading.Thread(target=take) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for i in range(4):
+            for j in range(i):
+                assert not np.shares_memory(held[i], held[j])
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_fit_is_unchanged_by_the_workspace(monkeypatch, shuffle):
+    # the same bits with the workspace's recycled memory as with fresh
+    # arrays; the conv maps are large enough (parts of 2**19 values) to
+    # go through it
+    rng = np.random.default_rng(0)
+    X = rng.random((96, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 3, 96)
+    params = dict(
+        conv_filters=(16, 32),
+        hidden_layer_sizes=(16,),
+        padding="same",
+        batch_size=48,
+        max_iter=2,
+        shuffle=shuffle,
+        random_state=0,
+    )
+    taken = []
+    original = ws.Workspace.empty
+
+    def counting(self, shape, dtype):
+        taken.append(shape)
+        return original(self, shape, dtype)
+
+    monkeypatch.setattr(ws.Workspace, "empty", counting)
+    with pytest.warns(Warning):  # 2 epochs: not converged
+        recycled = CNNClassifier(**params).fit(X, y)
+    assert taken  # the workspace was used
+    monkeypatch.setattr(ws, "_MIN_BYTES", 2**62)  # everything from NumPy
+    with pytest.warns(Warning):
+        fresh = CNNClassifier(**params).fit(X, y)
+    for a, b in zip(recycled.coefs_, fresh.coefs_):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(recycled.predict_proba(X), fresh.predict_proba(X))
+
+
+def test_a_fit_reuses_its_buffers_step_after_step(monkeypatch):
+    # the workspace stops growing after the first steps: later steps reuse
+    # its buffers instead of allocating (and faulting in) fresh memory
+    spaces = []
+    original = ws.Workspace.__init__
+
+    def remember(self):
+        original(self)
+        spaces.append(self)
+
+    monkeypatch.setattr(ws.Workspace, "__init__", remember)
+    rng = np.random.default_rng(0)
+    X = rng.random((64, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 2, 64)
+    clf = CNNClassifier(
+        conv_filters=(16,), hidden_layer_sizes=(8,), padding="same", batch_size=32
+    )
+    sizes = []
+    for _ in range(3):
+        clf.partial_fit(X, y, classes=[0, 1])
+        sizes.append(spaces[-1].nbytes)
+    assert len(spaces) == 3  # one workspace per call, released after it
+    assert sizes[0] > 0 and sizes[0] == sizes[1] == sizes[2]
+    # and within one call, 2 steps hold what one step needs, not twice that
+    one_step = CNNClassifier(**clf.get_params())
+    one_step.partial_fit(X[:32], y[:32], classes=[0, 1])
+    assert spaces[-1].nbytes == sizes[0]
+    assert one_step.n_iter_ == 1
