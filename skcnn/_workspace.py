@@ -49,54 +49,77 @@ def _refcounts(arrays):
     return [sys.getrefcount(a) for a in arrays]
 
 
+class _Pool:
+    """One thread's buffers of raw bytes, each lent out whole as one array
+    at a time. Used by its thread alone, so it needs no lock (reference
+    counts are the process's: an array another thread still holds is busy).
+    """
+
+    def __init__(self):
+        self.sizes = []  # sorted
+        self.buffers = []  # in the order of sizes, each owning its memory
+        self.offsets = []  # of each buffer's first aligned byte
+        self.lent = []  # when each was last lent out (a clock of requests)
+        self.clock = 0
+        self.probe = [np.empty(0, dtype=np.uint8)]
+
+    def empty(self, shape, dtype, nbytes):
+        lo = bisect_left(self.sizes, nbytes)
+        hi = bisect_right(self.sizes, 2 * nbytes, lo)
+        counts = _refcounts(self.probe + self.buffers[lo:hi])
+        free = [i for i, c in enumerate(counts[1:], lo) if c <= counts[0]]
+        self.clock += 1
+        if free:
+            # the one lent out last: its memory is the likeliest in cache
+            best = max(free, key=self.lent.__getitem__)
+            self.lent[best] = self.clock
+        else:
+            best = lo
+            raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
+            self.sizes.insert(best, nbytes)
+            self.buffers.insert(best, raw)
+            self.offsets.insert(best, -raw.ctypes.data % _ALIGN)
+            self.lent.insert(best, self.clock)
+        # views of the buffer reference it (NumPy points a view of a view at
+        # the array that owns the memory): it is busy while any of them lives
+        start = self.offsets[best]
+        buffer = self.buffers[best][start : start + nbytes]
+        return buffer.view(dtype).reshape(shape)
+
+
 class Workspace:
-    """Buffers of raw bytes, each lent out whole as one array at a time.
+    """Buffers lent out as arrays, one pool of them per thread.
 
     A request takes the smallest free buffer that holds it, if that is at
     most twice its size (so small arrays do not pin large buffers), and
     otherwise allocates a new one; buffers are never freed before the
-    workspace is. Safe to use from several threads.
+    workspace is. Each thread draws from its own pool: a buffer last
+    written on another core would have to cross between the cores' caches
+    (measured: one shared pool trained the reference network 10-20 %
+    slower, and unevenly from run to run). Safe to use from several
+    threads.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._sizes = []  # sorted
-        self._buffers = []  # in the order of _sizes, each owning its memory
-        self._offsets = []  # of each buffer's first aligned byte
-        self._lent = []  # when each was last lent out (a clock of requests)
-        self._clock = 0
-        self._probe = [np.empty(0, dtype=np.uint8)]
+        self._local = threading.local()
+        self._pools = []
 
     @property
     def nbytes(self):
         """Bytes held by all buffers, lent out or free."""
-        return sum(self._sizes)
+        with self._lock:
+            return sum(sum(pool.sizes) for pool in self._pools)
 
     def empty(self, shape, dtype):
         """An uninitialized C-contiguous array of ``shape`` (a tuple) and
         ``dtype`` (a NumPy dtype), as ``np.empty``."""
-        nbytes = prod(shape) * dtype.itemsize
-        with self._lock:
-            lo = bisect_left(self._sizes, nbytes)
-            hi = bisect_right(self._sizes, 2 * nbytes, lo)
-            counts = _refcounts(self._probe + self._buffers[lo:hi])
-            free = [i for i, c in enumerate(counts[1:], lo) if c <= counts[0]]
-            self._clock += 1
-            if free:
-                best = max(free, key=self._lent.__getitem__)
-                self._lent[best] = self._clock
-            else:
-                best = lo
-                raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
-                self._sizes.insert(best, nbytes)
-                self._buffers.insert(best, raw)
-                self._offsets.insert(best, -raw.ctypes.data % _ALIGN)
-                self._lent.insert(best, self._clock)
-            # views of the buffer reference it (NumPy points a view of a view
-            # at the array that owns the memory): it is busy while any lives
-            start = self._offsets[best]
-            buffer = self._buffers[best][start : start + nbytes]
-            return buffer.view(dtype).reshape(shape)
+        pool = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = _Pool()
+            with self._lock:
+                self._pools.append(pool)
+        return pool.empty(shape, dtype, prod(shape) * dtype.itemsize)
 
 
 @contextmanager
