@@ -18,7 +18,8 @@ from ._parallel import (
     map_parts,
     n_parts,
     reduce_parts,
-    single_threaded_blas,
+    reduce_slices,
+    split,
 )
 
 # Activation values (not bytes) one prediction chunk may hold at its widest
@@ -89,6 +90,10 @@ def loss_and_gradients(net, weights, batch, alpha, n_threads=1):
         for g, W in zip(step.grads.coefs, weights.coefs):
             g += W.dtype.type(scale) * W
     return step
+
+
+def _nothing(a, b):
+    return None
 
 
 def _add_steps(step, other):
@@ -280,20 +285,24 @@ def predict_rows(net, weights, X, image_shape, stop=None):
     chunk = max(1, PREDICT_CHUNK_VALUES // values)
     finish = OUTPUTS[net.out_activation][0] if stop is None else None
     out = np.empty((n, net.output_size(stop)), dtype=X.dtype)
+    # every chunk's parts in one list, handed out to the threads in one go:
+    # one hand-off per chunk left a thread idle at the end of every chunk
+    # (measured 1.47x on 2 threads on 64x64x3 images). A plain range, not
+    # sklearn's gen_batches: its parameter validation costs a one-image
+    # predict more than its input scaling and first conv.
+    slices = []
+    for start in range(0, n, chunk):
+        size = min(chunk, n - start)
+        slices += split(size, n_parts(size, values), start)
     n_threads = 1
-    if n_parts(min(n, chunk), values) > 1:  # worth threads
+    if len(slices) > 1:  # worth threads
         n_threads = blas_threads()  # read before pinning BLAS to one thread
-    with single_threaded_blas():  # one limit for all chunks, not one each
-        # a plain range, not sklearn's gen_batches: its parameter validation
-        # costs a one-image predict more than its input scaling and first conv
-        for start in range(0, n, chunk):
-            xb, out_b = X[start : start + chunk], out[start : start + chunk]
 
-            def part(rows, xb=xb, out_b=out_b):
-                images = xb[rows].reshape((-1,) + tuple(image_shape))
-                result, _ = forward(net, weights, images, stop=stop)
-                result = result.reshape(len(images), -1)
-                out_b[rows] = result if finish is None else finish(result)
+    def part(rows):
+        images = X[rows].reshape((-1,) + tuple(image_shape))
+        result, _ = forward(net, weights, images, stop=stop)
+        result = result.reshape(len(images), -1)
+        out[rows] = result if finish is None else finish(result)
 
-            map_parts(part, len(xb), n_parts(len(xb), values), n_threads)
+    reduce_slices(part, _nothing, slices, n_threads)
     return out

@@ -299,20 +299,33 @@ class _Parts:
                 self.cond.wait()
 
 
+def split(n_rows, parts, start=0):
+    """``parts`` contiguous, near-equal slices of rows ``start`` to
+    ``start + n_rows``."""
+    bounds = [start + n_rows * k // parts for k in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 def reduce_parts(fn, combine, n_rows, parts, n_workers):
     """Fold ``fn(slice)`` over ``parts`` slices of ``n_rows`` rows, in order.
 
-    The rows are split into ``parts`` contiguous, near-equal slices. The
-    result is ``combine(...combine(combine(r0, r1), r2)..., r_last)`` with
-    ``r_k = fn(slice_k)`` -- the same fold in the same order whatever
+    The rows are split into ``parts`` contiguous, near-equal slices
+    (:func:`split`); see :func:`reduce_slices`.
+    """
+    return reduce_slices(fn, combine, split(n_rows, parts), n_workers)
+
+
+def reduce_slices(fn, combine, slices, n_workers):
+    """Fold ``fn(slice)`` over ``slices``, in order.
+
+    The result is ``combine(...combine(combine(r0, r1), r2)..., r_last)`` with
+    ``r_k = fn(slices[k])`` -- the same fold in the same order whatever
     ``n_workers``, so the same bits. Up to ``n_workers`` threads (the calling
     one and pool threads) compute the parts, each with a single-threaded
     BLAS; the call returns once every part is done, and re-raises the first
     exception a part raised.
     """
-    bounds = [n_rows * k // parts for k in range(parts + 1)]
-    slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-    n_workers = max(1, min(n_workers, parts))
+    n_workers = max(1, min(n_workers, len(slices)))
     with single_threaded_blas():
         if n_workers == 1:
             result = fn(slices[0])
