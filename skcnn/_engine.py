@@ -294,9 +294,13 @@ def predict_rows(net, weights, X, image_shape, stop=None):
     for start in range(0, n, chunk):
         size = min(chunk, n - start)
         slices += split(size, n_parts(size, values), start)
+    # no more threads than a chunk has parts: then no more than a chunk's
+    # rows are being computed at once, whatever the thread count (the
+    # memory estimate's bound)
     n_threads = 1
-    if len(slices) > 1:  # worth threads
-        n_threads = blas_threads()  # read before pinning BLAS to one thread
+    most = n_parts(min(n, chunk), values)
+    if most > 1:  # worth threads
+        n_threads = min(most, blas_threads())  # read before pinning BLAS
 
     def part(rows):
         images = X[rows].reshape((-1,) + tuple(image_shape))

@@ -43,6 +43,12 @@ _USABLE_FRACTION = 0.9
 # objects, allocator fragmentation.
 _HEADROOM = 1.1
 
+# A fit's large arrays come from its workspace (``skcnn._workspace``): one
+# pool of buffers per thread, a buffer reused for arrays of up to its size
+# and at least half of it, so the workspace holds more than the arrays alive
+# at its peak (measured 10-30 % more with 2 threads).
+_WORKSPACE_SLACK = 1.5
+
 
 # --------------------------------------------------------------------------
 # Estimates (bytes)
@@ -244,6 +250,7 @@ def fit_estimate(
         arch, part_rows, itemsize, est.dropout, shift, in_flight
     )
     activations = rows * per_sample + workers * _winograd_weights(arch, train=True)
+    activations *= _WORKSPACE_SLACK
     # A dense layer's weight gradient is not computed per part: its factors
     # (the layer's inputs and output gradients) are collected from every
     # part and multiplied once (OuterSum).
@@ -265,7 +272,8 @@ def predict_estimate(arch, n_samples, itemsize):
     """Peak bytes of predicting ``n_samples`` samples (one chunk at a time)."""
     values_per_sample = arch.max_values_per_sample()
     chunk = min(n_samples, max(1, _engine.PREDICT_CHUNK_VALUES // values_per_sample))
-    # a chunk is split into parts, one part per thread alive at a time
+    # a chunk is split into parts, one part per thread alive at a time (the
+    # threads never outnumber a chunk's parts, see predict_rows)
     parts = n_parts(chunk, values_per_sample)
     part_rows = -(-chunk // parts)
     workers = min(parts, blas_threads())
