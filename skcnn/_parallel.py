@@ -25,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from threadpoolctl import ThreadpoolController
 
+from ._workspace import pool_returned
+
 try:  # the class exists in every threadpoolctl; its export is not promised
     from threadpoolctl import OpenBLASController
 except ImportError:  # pragma: no cover
@@ -325,6 +327,8 @@ def reduce_slices(fn, combine, slices, n_workers):
     BLAS; the call returns once every part is done, and re-raises the first
     exception a part raised.
     """
+    if not slices:
+        return None
     n_workers = max(1, min(n_workers, len(slices)))
     with single_threaded_blas():
         if n_workers == 1:
@@ -334,10 +338,15 @@ def reduce_slices(fn, combine, slices, n_workers):
             return result
         state = _Parts(fn, combine, slices, window=2 * n_workers)
         pool = _executor()
-        # each helper runs in a copy of this context: what the caller made
-        # current (a fit's workspace) is current in the parts too
+        # Each helper runs in a copy of this context: what the caller made
+        # current (a fit's workspace) is current in its parts too, and its
+        # workspace pool goes back when its share is done. The submit itself
+        # runs in an empty context: an executor thread it starts must not
+        # keep this one (Python 3.14 lets new threads inherit the context).
         helpers = [
-            pool.submit(contextvars.copy_context().run, state.work)
+            contextvars.Context().run(
+                pool.submit, contextvars.copy_context().run, _helper, state
+            )
             for _ in range(n_workers - 1)
         ]
         try:
@@ -353,6 +362,11 @@ def reduce_slices(fn, combine, slices, n_workers):
     if state.error is not None:
         raise state.error
     return state.result
+
+
+def _helper(state):
+    with pool_returned():
+        state.work()
 
 
 def map_parts(fn, n_rows, parts, n_workers=None):

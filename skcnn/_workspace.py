@@ -50,9 +50,11 @@ def _refcounts(arrays):
 
 
 class _Pool:
-    """One thread's buffers of raw bytes, each lent out whole as one array
-    at a time. Used by its thread alone, so it needs no lock (reference
-    counts are the process's: an array another thread still holds is busy).
+    """Buffers of raw bytes, each lent out whole as one array at a time.
+
+    Used by one thread at a time (see :meth:`Workspace.release`), so it
+    needs no lock; reference counts are the process's, so an array that
+    another thread still holds is busy.
     """
 
     def __init__(self):
@@ -66,44 +68,65 @@ class _Pool:
     def empty(self, shape, dtype, nbytes):
         lo = bisect_left(self.sizes, nbytes)
         hi = bisect_right(self.sizes, 2 * nbytes, lo)
-        counts = _refcounts(self.probe + self.buffers[lo:hi])
-        free = [i for i, c in enumerate(counts[1:], lo) if c <= counts[0]]
+        free = self._free(lo, hi)
         self.clock += 1
         if free:
-            # the one lent out last: its memory is the likeliest in cache
-            best = max(free, key=self.lent.__getitem__)
+            # the smallest that fits, so that a later, larger request finds
+            # its buffer free; among equals the one lent out last, whose
+            # memory is the likeliest to be in cache
+            best = min(free, key=lambda i: (self.sizes[i], -self.lent[i]))
             self.lent[best] = self.clock
         else:
-            best = lo
-            raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
-            self.sizes.insert(best, nbytes)
-            self.buffers.insert(best, raw)
-            self.offsets.insert(best, -raw.ctypes.data % _ALIGN)
-            self.lent.insert(best, self.clock)
+            best = self._add(nbytes)
         # views of the buffer reference it (NumPy points a view of a view at
         # the array that owns the memory): it is busy while any of them lives
         start = self.offsets[best]
         buffer = self.buffers[best][start : start + nbytes]
         return buffer.view(dtype).reshape(shape)
 
+    def _free(self, lo, hi):
+        """Indices in ``[lo, hi)`` of the buffers nothing references."""
+        counts = _refcounts(self.probe + self.buffers[lo:hi])
+        return [i for i, c in enumerate(counts[1:], lo) if c <= counts[0]]
+
+    def _add(self, nbytes):
+        # Free buffers of half to all of the new size are dropped: too small
+        # for this request, and the new buffer serves most of what they
+        # served. Arrays that grow (a last, smaller batch split into larger
+        # parts, say) then leave no former buffers behind.
+        lo, hi = bisect_left(self.sizes, nbytes // 2), bisect_left(self.sizes, nbytes)
+        for i in reversed(self._free(lo, hi)):
+            for column in (self.sizes, self.buffers, self.offsets, self.lent):
+                del column[i]
+        lo = bisect_left(self.sizes, nbytes)
+        raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
+        self.sizes.insert(lo, nbytes)
+        self.buffers.insert(lo, raw)
+        self.offsets.insert(lo, -raw.ctypes.data % _ALIGN)
+        self.lent.insert(lo, self.clock)
+        return lo
+
 
 class Workspace:
-    """Buffers lent out as arrays, one pool of them per thread.
+    """Buffers lent out as arrays, from pools that threads take in turn.
 
     A request takes the smallest free buffer that holds it, if that is at
     most twice its size (so small arrays do not pin large buffers), and
-    otherwise allocates a new one; buffers are never freed before the
-    workspace is. Each thread draws from its own pool: a buffer last
+    otherwise allocates a new one; buffers are freed with the workspace.
+    Each thread draws from a pool of its own while it works: a buffer last
     written on another core would have to cross between the cores' caches
     (measured: one shared pool trained the reference network 10-20 %
-    slower, and unevenly from run to run). Safe to use from several
-    threads.
+    slower, and unevenly from run to run). A helper thread gives its pool
+    back when its share of a call's parts is done (:func:`pool_returned`),
+    so there are never more pools than threads working at once, whichever
+    threads of the process-wide executor run the parts.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._local = threading.local()
-        self._pools = []
+        self._pools = []  # all of them
+        self._idle = []  # those no thread holds
 
     @property
     def nbytes(self):
@@ -111,15 +134,32 @@ class Workspace:
         with self._lock:
             return sum(sum(pool.sizes) for pool in self._pools)
 
+    @property
+    def n_pools(self):
+        """How many pools the workspace has made."""
+        return len(self._pools)
+
     def empty(self, shape, dtype):
         """An uninitialized C-contiguous array of ``shape`` (a tuple) and
         ``dtype`` (a NumPy dtype), as ``np.empty``."""
         pool = getattr(self._local, "pool", None)
         if pool is None:
-            pool = self._local.pool = _Pool()
             with self._lock:
-                self._pools.append(pool)
+                if self._idle:
+                    pool = self._idle.pop()
+                else:
+                    pool = _Pool()
+                    self._pools.append(pool)
+            self._local.pool = pool
         return pool.empty(shape, dtype, prod(shape) * dtype.itemsize)
+
+    def release(self):
+        """Give this thread's pool back, for whichever thread needs one next."""
+        pool = getattr(self._local, "pool", None)
+        if pool is not None:
+            self._local.pool = None
+            with self._lock:
+                self._idle.append(pool)
 
 
 @contextmanager
@@ -135,6 +175,30 @@ def workspace():
         yield ws
     finally:
         _current.reset(token)
+
+
+@contextmanager
+def suspended():
+    """No workspace current for the ``with`` block: what runs there (early
+    stopping's scoring, once an epoch) allocates as it would outside a fit,
+    and adds nothing to the fit's buffers."""
+    token = _current.set(None)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+@contextmanager
+def pool_returned():
+    """Around a helper thread's share of the parts of one call: its pool
+    goes back to the current workspace (if any) when the share is done."""
+    try:
+        yield
+    finally:
+        ws = _current.get()
+        if ws is not None:
+            ws.release()
 
 
 def empty(shape, dtype):
