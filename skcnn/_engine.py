@@ -93,6 +93,7 @@ def loss_and_gradients(net, weights, batch, alpha, n_threads=1):
 
 
 def _nothing(a, b):
+    # prediction's parts write their rows of the output: nothing to fold
     return None
 
 
@@ -276,9 +277,10 @@ def predict_rows(net, weights, X, image_shape, stop=None):
     with ``stop`` the activations after the first ``stop`` layers are
     returned instead, flattened per sample (``transform``'s features).
     Computed in chunks so memory stays bounded whatever n, each chunk split
-    into parts computed on as many threads as BLAS may use, each with a
-    single-threaded BLAS. Neither the chunks nor the parts depend on the
-    thread count, so neither do the results, to the last bit.
+    into parts computed on as many threads as BLAS may use (but no more
+    than a chunk has parts), each with a single-threaded BLAS. Neither the
+    chunks nor the parts depend on the thread count, so neither do the
+    results, to the last bit.
     """
     n = X.shape[0]
     values = net.max_values_per_sample()
@@ -294,9 +296,9 @@ def predict_rows(net, weights, X, image_shape, stop=None):
     for start in range(0, n, chunk):
         size = min(chunk, n - start)
         slices += split(size, n_parts(size, values), start)
-    # no more threads than a chunk has parts: then no more than a chunk's
-    # rows are being computed at once, whatever the thread count (the
-    # memory estimate's bound)
+    # no more threads than a chunk has parts: then no more parts are being
+    # computed at once than a chunk has, whatever the thread count (the
+    # memory estimate's bound; a last, shorter chunk's parts may be larger)
     n_threads = 1
     most = n_parts(min(n, chunk), values)
     if most > 1:  # worth threads

@@ -16,6 +16,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import gen_batches
 
+from . import _workspace as ws
 from ._augment import augment_batch
 from ._dropout import dropout_masks, row_keys
 from ._engine import Batch, loss_and_gradients
@@ -25,8 +26,6 @@ from ._optimizers import anneal_factor, cosine_factor
 from ._parallel import blas_threads, single_threaded_blas
 from ._params import resolve_batch_size
 from ._warn import warn
-from ._workspace import empty as ws_empty
-from ._workspace import workspace
 
 # Weight of a batch's statistics in the running averages (PyTorch's default).
 BATCH_NORM_MOMENTUM = 0.1
@@ -128,7 +127,7 @@ class TrainingLoop:
         dropout = self._dropout_plan(data.X)
         # one workspace for the whole fit: each step's large arrays reuse the
         # previous step's memory (see skcnn._workspace)
-        with single_threaded_blas(), InterruptAfterBatch() as interrupt, workspace():
+        with single_threaded_blas(), InterruptAfterBatch() as interrupt, ws.workspace():
             for epoch_index in range(n_epochs):
                 start = time.perf_counter()
                 rate = self._current_rate(
@@ -352,7 +351,10 @@ class TrainingLoop:
         return False
 
     def _update_validation(self, validation):
-        score = self._validation_score(validation)
+        # scored outside the workspace: once an epoch, and its arrays would
+        # otherwise stay in the fit's buffers on top of the training ones
+        with ws.suspended():
+            score = self._validation_score(validation)
         self.validation_scores_.append(score)
         if score < self.best_validation_score_ + self.tol:
             self._no_improvement_count += 1
@@ -419,7 +421,7 @@ def _rows(X, idx):
     """``X[idx]``: a view for a slice, else a copy into the workspace."""
     if isinstance(idx, slice):
         return X[idx]
-    out = ws_empty((len(idx),) + X.shape[1:], X.dtype)
+    out = ws.empty((len(idx),) + X.shape[1:], X.dtype)
     # "clip" copies straight into ``out`` ("raise" would buffer): the
     # indices come from a permutation, all valid
     return np.take(X, idx, axis=0, out=out, mode="clip")

@@ -241,7 +241,9 @@ def fit_estimate(
     # (the parts meet at each normalization), as the whole batch's would.
     parts = n_parts(batch, arch.max_values_per_sample())
     workers = min(parts, blas_threads())
-    part_rows = -(-batch // parts)
+    # an epoch's last, smaller batch may be split into larger parts, and the
+    # workspace keeps the buffers of both
+    part_rows = max(_part_rows(batch, arch), _part_rows(n_samples % batch, arch))
     rows = batch if arch.batch_norm else min(batch, workers * part_rows)
     grads = min(parts, 3 * workers)
     shift = None if augment is None else augment[0]
@@ -258,8 +260,10 @@ def fit_estimate(
     factors = batch * sum(d.n_in + d.n_out for d in arch.dense_layers)
     grads = grads * (trainable - dense) + dense + factors
     step = (max(activations, 2 * largest) + grads) * itemsize
-    if est.early_stopping:  # the held-out validation set is scored between epochs
-        step = max(step, predict_estimate(arch, n_samples, itemsize))
+    if est.early_stopping:
+        # the held-out validation set is scored between epochs, on top of
+        # the buffers the fit's workspace keeps
+        step += predict_estimate(arch, n_samples, itemsize)
         copy_bytes += n_samples * _input_values(arch) * itemsize  # the split's copy
     peak = model * itemsize + step
     if new_model:  # initialization draws each weight array in float64
@@ -273,21 +277,32 @@ def predict_estimate(arch, n_samples, itemsize):
     values_per_sample = arch.max_values_per_sample()
     chunk = min(n_samples, max(1, _engine.PREDICT_CHUNK_VALUES // values_per_sample))
     # a chunk is split into parts, one part per thread alive at a time (the
-    # threads never outnumber a chunk's parts, see predict_rows)
+    # threads never outnumber a chunk's parts, see predict_rows); the last,
+    # shorter chunk's parts may be larger than a full one's, up to twice
     parts = n_parts(chunk, values_per_sample)
-    part_rows = -(-chunk // parts)
+    part_rows = max(_part_rows(chunk, arch), _part_rows(n_samples % chunk, arch))
     workers = min(parts, blas_threads())
-    rows = min(chunk, workers * part_rows)
+    rows = min(n_samples, workers * part_rows)
     return _predict_bytes(arch, n_samples, itemsize, rows, part_rows, workers)
+
+
+def _part_rows(n_rows, arch):
+    """Rows in the largest part of ``n_rows`` rows (0 for no rows)."""
+    if not n_rows:
+        return 0
+    return -(-n_rows // n_parts(n_rows, arch.max_values_per_sample()))
 
 
 def predict_bound(arch, n_samples, itemsize):
     """An upper bound of :func:`predict_estimate` that reads no thread
-    count: a whole chunk's activations alive at once, in one-row parts (the
-    most Winograd chunk buffers per row), one thread per part."""
+    count: two chunks' activations alive at once, in one-row parts (the
+    most Winograd chunk buffers per row), one thread per part of a chunk."""
     values = arch.max_values_per_sample()
-    rows = min(n_samples, max(1, _engine.PREDICT_CHUNK_VALUES // values))
-    return _predict_bytes(arch, n_samples, itemsize, rows, 1, n_parts(rows, values))
+    chunk = max(1, _engine.PREDICT_CHUNK_VALUES // values)
+    # twice a chunk: parts of a last, shorter chunk are at most twice a full
+    # chunk's, and no more of them run at once than a chunk has
+    rows = min(n_samples, 2 * chunk)
+    return _predict_bytes(arch, n_samples, itemsize, rows, 1, n_parts(chunk, values))
 
 
 def _predict_bytes(arch, n_samples, itemsize, rows, part_rows, workers):

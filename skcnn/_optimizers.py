@@ -7,7 +7,7 @@ part of the fitted model, so ``partial_fit`` and warm starts resume it.
 
 import numpy as np
 
-from ._workspace import empty
+from . import _workspace as ws
 
 
 class SGD:
@@ -108,7 +108,7 @@ class Adam:
             dtype = p.dtype.type
             # one temporary, from the fit's workspace (a dense layer's is
             # megabytes: see skcnn._workspace)
-            step = empty(p.shape, p.dtype)
+            step = ws.empty(p.shape, p.dtype)
             m *= dtype(b1)
             m += np.multiply(g, dtype(1 - b1), out=step)
             v *= dtype(b2)

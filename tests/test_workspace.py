@@ -152,3 +152,83 @@ def test_a_fit_reuses_its_buffers_step_after_step(monkeypatch):
     assert len(spaces) == 3  # one workspace per call
     assert held[8] == held[3]
     assert 0 < held[1] <= held[8] < 1.5 * held[1]
+
+
+def _workspaces(monkeypatch):
+    spaces = []
+    original = ws.Workspace.__init__
+
+    def remember(self):
+        original(self)
+        spaces.append(self)
+
+    monkeypatch.setattr(ws.Workspace, "__init__", remember)
+    return spaces
+
+
+def test_no_more_pools_than_threads_working_at_once(monkeypatch):
+    # the parts' helpers run on whichever threads of the process-wide
+    # executor are free: each gives its pool back when its share is done,
+    # so a 2-thread fit holds 2 pools, not one per executor thread it met
+    from threadpoolctl import threadpool_limits
+
+    spaces = _workspaces(monkeypatch)
+    rng = np.random.default_rng(0)
+    X = rng.random((512, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 3, 512)
+    clf = CNNClassifier(
+        conv_filters=(16, 32),
+        hidden_layer_sizes=(16,),
+        padding="same",
+        batch_norm=True,  # several parallel calls a step
+        batch_size=128,
+        max_iter=3,
+        random_state=0,
+    )
+    with threadpool_limits(2), pytest.warns(Warning):
+        clf.fit(X, y)
+    assert 1 <= spaces[-1].n_pools <= 2
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_the_memory_estimate_covers_the_workspace(monkeypatch, early_stopping):
+    # an epoch's last batch (100 rows) is split into larger parts than the
+    # full ones (128): the workspace drops the buffers those outgrow, and
+    # the estimate counts the larger parts; early stopping's scoring runs
+    # outside the workspace, counted on top of it
+    from threadpoolctl import threadpool_limits
+
+    from skcnn._memory import fit_estimate
+
+    spaces = _workspaces(monkeypatch)
+    rng = np.random.default_rng(0)
+    X = rng.random((612, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 3, 612)
+    clf = CNNClassifier(
+        conv_filters=(16, 32),
+        hidden_layer_sizes=(64,),
+        padding="same",
+        batch_size=128,
+        max_iter=3,
+        early_stopping=early_stopping,
+        n_iter_no_change=10,
+        random_state=0,
+    )
+    with threadpool_limits(2), pytest.warns(Warning):
+        clf.fit(X, y)
+        estimate = fit_estimate(
+            clf, clf._net, len(X), 4, new_model=True, new_optimizer=True
+        )
+    assert spaces[-1].nbytes <= estimate.step
+
+
+def test_predicting_no_rows_gives_no_rows():
+    from skcnn._engine import predict_rows
+
+    clf = CNNClassifier(conv_filters=(2,), hidden_layer_sizes=(4,), max_iter=1)
+    rng = np.random.default_rng(0)
+    with pytest.warns(Warning):
+        clf.fit(rng.random((8, 8, 8)), np.arange(8) % 2)
+    X = np.empty((0, 64), dtype=np.float32)
+    out = predict_rows(clf._net, clf._weights(), X, clf.image_shape_)
+    assert out.shape == (0, 1)
