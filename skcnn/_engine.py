@@ -88,7 +88,7 @@ def loss_and_gradients(net, weights, batch, alpha, n_threads=1):
         scale = alpha / total
         step.loss += 0.5 * scale * sum(float(np.vdot(W, W)) for W in weights.coefs)
         for g, W in zip(step.grads.coefs, weights.coefs):
-            g += W.dtype.type(scale) * W
+            g += np.multiply(W, W.dtype.type(scale), out=ws.empty(W.shape, W.dtype))
     return step
 
 

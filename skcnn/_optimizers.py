@@ -29,10 +29,14 @@ class SGD:
         for p, g, v in zip(params, grads, self.velocities):
             dtype = p.dtype.type
             # v <- mu * v - lr * g ; Nesterov steps with mu * v - lr * g again
+            # (temporaries from the fit's workspace, see Adam)
+            scaled_g = np.multiply(g, dtype(lr), out=ws.empty(g.shape, g.dtype))
             v *= dtype(mu)
-            v -= dtype(lr) * g
+            v -= scaled_g
             if self.nesterov:
-                p += dtype(mu) * v - dtype(lr) * g
+                step = np.multiply(v, dtype(mu), out=ws.empty(v.shape, v.dtype))
+                step -= scaled_g
+                p += step
             else:
                 p += v
 
