@@ -9,7 +9,7 @@ compositions.
 
 import numpy as np
 
-from ._layers import channel_sums, per_channel
+from ._layers import channel_sums, gil_free_dot, per_channel
 
 BATCH_NORM_EPSILON = 1e-5
 
@@ -23,11 +23,11 @@ def batch_moments(z):
     # einsum here, and more accurate
     flat = z.reshape(-1, z.shape[-1])
     ones = np.ones(flat.shape[0], dtype=z.dtype)
-    mean = ones @ flat
+    mean = gil_free_dot(ones, flat)
     mean /= z.dtype.type(flat.shape[0])
     centered = flat - mean
     centered *= centered
-    return flat.shape[0], mean, ones @ centered
+    return flat.shape[0], mean, gil_free_dot(ones, centered)
 
 
 def combine_moments(a, b):

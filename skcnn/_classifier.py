@@ -1,7 +1,7 @@
 """CNNClassifier: a convolutional network with MLPClassifier's interface."""
 
 import numpy as np
-from scipy.special import expit, log_expit, log_softmax, softmax
+from scipy.special import expit, log_expit
 from sklearn.base import (
     ClassifierMixin,
     ClassNamePrefixFeaturesOutMixin,
@@ -22,6 +22,7 @@ from sklearn.utils.validation import column_or_1d
 from ._base import BaseCNN
 from ._docs import build_docstring
 from ._image import validate_images
+from ._losses import log_softmax, softmax
 from ._params import CLASSIFIER_CONSTRAINTS
 from ._warn import warn
 
@@ -368,7 +369,7 @@ Examples
         """
         logits = self._forward(X, stop=len(self._net.layers))
         if self.out_activation_ == "softmax":
-            return log_softmax(logits, axis=1) if log else softmax(logits, axis=1)
+            return log_softmax(logits) if log else softmax(logits)
         if self.n_outputs_ == 1:  # binary
             logits = np.hstack([-logits, logits])
         return log_expit(logits) if log else expit(logits)

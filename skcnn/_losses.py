@@ -10,7 +10,28 @@ minibatch lets a part of it be computed on its own (one thread per part).
 """
 
 import numpy as np
-from scipy.special import expit, log_softmax, softmax
+from scipy.special import expit
+
+
+def log_softmax(z):
+    """Row-wise log-softmax of the logits ``z`` (n, k), shifted by each
+    row's maximum so that nothing overflows.
+
+    NumPy itself rather than ``scipy.special.log_softmax``: SciPy's goes
+    through its array-API layer, Python code that holds the GIL about as
+    long as the arithmetic takes on a minibatch part's logits, while the
+    other parts' threads wait for it.
+    """
+    out = z - z.max(axis=1, keepdims=True)
+    out -= np.log(np.exp(out).sum(axis=1, keepdims=True))
+    return out
+
+
+def softmax(z):
+    """Row-wise softmax of the logits ``z`` (n, k) (see :func:`log_softmax`)."""
+    out = np.exp(z - z.max(axis=1, keepdims=True))
+    out /= out.sum(axis=1, keepdims=True)
+    return out
 
 
 def weight_total(sample_weight, n):
@@ -29,7 +50,7 @@ def softmax_cross_entropy(logits, Y, sample_weight=None, total=None):
     """Multi-class cross-entropy; ``Y`` is a one-hot (n, n_classes) array."""
     if total is None:
         total = weight_total(sample_weight, logits.shape[0])
-    log_p = log_softmax(logits, axis=1)
+    log_p = log_softmax(logits)
     per_sample = -np.einsum("ij,ij->i", Y, log_p, dtype=np.float64)
     grad = np.exp(log_p, out=log_p)
     grad -= Y
@@ -71,7 +92,7 @@ def squared_error(pred, Y, sample_weight=None, total=None):
 
 OUTPUTS = {
     # name: (the output layer's function of the logits, loss)
-    "softmax": (lambda z: softmax(z, axis=1), softmax_cross_entropy),
+    "softmax": (softmax, softmax_cross_entropy),
     "logistic": (expit, logistic_cross_entropy),
     "identity": (lambda z: z, squared_error),
 }

@@ -36,9 +36,9 @@ from collections import namedtuple
 from math import prod
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from . import _workspace as ws
+from ._strides import strided_view
 
 # What the backward pass needs: the transformed input of every image,
 # (16, n, tiles, C), and the geometry.
@@ -185,7 +185,7 @@ def _patches(padded, tiles_h, tiles_w):
     sn, sh, sw, sc = padded.strides
     shape = (4, 4, padded.shape[0], tiles_h, tiles_w, padded.shape[3])
     strides = (sh, sw, sn, 2 * sh, 2 * sw, sc)
-    return as_strided(padded, shape, strides, writeable=False)
+    return strided_view(padded, shape, strides)
 
 
 def _scatter(Y, out):
