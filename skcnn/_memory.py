@@ -234,9 +234,9 @@ def fit_estimate(
     # The minibatch is split into parts, each thread working on one part at
     # a time: the activations of one part per thread are alive at once. Each
     # part computes its own gradients: one per thread in flight and at most
-    # two more per thread waiting to be summed into the first. Once the
-    # activations are freed, the L2 term and the optimizer's update make two
-    # temporaries of the largest weight array.
+    # two more per thread waiting to be summed into the first. The L2 term
+    # and the optimizer's update then make two temporaries of the largest
+    # weight array.
     # With batch norm every part's activations live until the backward pass
     # (the parts meet at each normalization), as the whole batch's would.
     parts = n_parts(batch, arch.max_values_per_sample())
@@ -259,7 +259,9 @@ def fit_estimate(
     dense = sum(d.n_in * d.n_out for d in arch.dense_layers)
     factors = batch * sum(d.n_in + d.n_out for d in arch.dense_layers)
     grads = grads * (trainable - dense) + dense + factors
-    step = (max(activations, 2 * largest) + grads) * itemsize
+    # the workspace keeps the activations' buffers while the L2 term and the
+    # optimizer take theirs: a sum, not the larger of the two
+    step = (activations + 2 * largest + grads) * itemsize
     if est.early_stopping:
         # the held-out validation set is scored between epochs, on top of
         # the buffers the fit's workspace keeps

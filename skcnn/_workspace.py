@@ -42,11 +42,19 @@ _ALIGN = 64
 _current = ContextVar("skcnn_workspace", default=None)
 
 
-def _refcounts(arrays):
-    # One reference from the list built here and one from the argument: the
-    # probe, held elsewhere by exactly one reference as a free buffer is,
-    # counts the same way whatever the interpreter's borrowing rules.
-    return [sys.getrefcount(a) for a in arrays]
+def _raw_refcounts(entries):
+    # Of each entry's raw memory. A free one is referenced by its entry and
+    # by its aligned view alone; the probe, an entry nothing else holds, is
+    # counted through the same code, whatever the interpreter's borrowing
+    # rules.
+    return [sys.getrefcount(entry[0]) for entry in entries]
+
+
+def _entry(nbytes):
+    """``(raw, buffer)``: raw memory and its ``nbytes`` from a cache line on."""
+    raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    return raw, raw[start : start + nbytes]
 
 
 class _Pool:
@@ -54,57 +62,65 @@ class _Pool:
 
     Used by one thread at a time (see :meth:`Workspace.release`), so it
     needs no lock; reference counts are the process's, so an array that
-    another thread still holds is busy.
+    another thread still holds is busy. Views of a buffer reference its raw
+    memory (NumPy points a view of a view at the array that owns the
+    memory): the buffer is busy while any of them lives.
     """
 
     def __init__(self):
-        self.sizes = []  # sorted
-        self.buffers = []  # in the order of sizes, each owning its memory
-        self.offsets = []  # of each buffer's first aligned byte
-        self.lent = []  # when each was last lent out (a clock of requests)
-        self.clock = 0
-        self.probe = [np.empty(0, dtype=np.uint8)]
+        self.by_size = {}  # nbytes: entries, the one lent out last at the end
+        self.sizes = []  # the keys, sorted
+        self.free_count = _raw_refcounts([_entry(0)])[0]
 
     def empty(self, shape, dtype, nbytes):
-        lo = bisect_left(self.sizes, nbytes)
-        hi = bisect_right(self.sizes, 2 * nbytes, lo)
-        free = self._free(lo, hi)
-        self.clock += 1
-        if free:
-            # the smallest that fits, so that a later, larger request finds
-            # its buffer free; among equals the one lent out last, whose
-            # memory is the likeliest to be in cache
-            best = min(free, key=lambda i: (self.sizes[i], -self.lent[i]))
-            self.lent[best] = self.clock
-        else:
-            best = self._add(nbytes)
-        # views of the buffer reference it (NumPy points a view of a view at
-        # the array that owns the memory): it is busy while any of them lives
-        start = self.offsets[best]
-        buffer = self.buffers[best][start : start + nbytes]
-        return buffer.view(dtype).reshape(shape)
+        # The same sizes come back step after step: a buffer of exactly the
+        # size, the one lent out last (the likeliest in cache), is the
+        # common case and the cheapest to find.
+        entries = self.by_size.get(nbytes)
+        k = self._last_free(entries) if entries else None
+        if k is None:
+            entries, k = self._other(nbytes)
+        entry = entries.pop(k)
+        entries.append(entry)
+        return entry[1][:nbytes].view(dtype).reshape(shape)
 
-    def _free(self, lo, hi):
-        """Indices in ``[lo, hi)`` of the buffers nothing references."""
-        counts = _refcounts(self.probe + self.buffers[lo:hi])
-        return [i for i, c in enumerate(counts[1:], lo) if c <= counts[0]]
+    def _last_free(self, entries):
+        counts = _raw_refcounts(entries)
+        for k in range(len(counts) - 1, -1, -1):
+            if counts[k] <= self.free_count:
+                return k
+        return None
 
-    def _add(self, nbytes):
+    def _other(self, nbytes):
+        """``(entries, index)`` of a free buffer for ``nbytes``: the smallest
+        free one up to twice the size, else a new one."""
+        lo = bisect_right(self.sizes, nbytes)
+        for size in self.sizes[lo : bisect_right(self.sizes, 2 * nbytes, lo)]:
+            k = self._last_free(self.by_size[size])
+            if k is not None:
+                return self.by_size[size], k
         # Free buffers of half to all of the new size are dropped: too small
         # for this request, and the new buffer serves most of what they
         # served. Arrays that grow (a last, smaller batch split into larger
         # parts, say) then leave no former buffers behind.
-        lo, hi = bisect_left(self.sizes, nbytes // 2), bisect_left(self.sizes, nbytes)
-        for i in reversed(self._free(lo, hi)):
-            for column in (self.sizes, self.buffers, self.offsets, self.lent):
-                del column[i]
-        lo = bisect_left(self.sizes, nbytes)
-        raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
-        self.sizes.insert(lo, nbytes)
-        self.buffers.insert(lo, raw)
-        self.offsets.insert(lo, -raw.ctypes.data % _ALIGN)
-        self.lent.insert(lo, self.clock)
-        return lo
+        lo = bisect_left(self.sizes, nbytes // 2)
+        for size in self.sizes[lo : bisect_left(self.sizes, nbytes, lo)]:
+            entries = self.by_size[size]
+            counts = _raw_refcounts(entries)
+            entries[:] = [e for e, c in zip(entries, counts) if c > self.free_count]
+            if not entries:
+                del self.by_size[size]
+                self.sizes.remove(size)
+        if nbytes not in self.by_size:
+            self.by_size[nbytes] = []
+            self.sizes.insert(bisect_left(self.sizes, nbytes), nbytes)
+        entries = self.by_size[nbytes]
+        entries.append(_entry(nbytes))
+        return entries, len(entries) - 1
+
+    @property
+    def nbytes(self):
+        return sum(size * len(e) for size, e in self.by_size.items())
 
 
 class Workspace:
@@ -132,16 +148,17 @@ class Workspace:
     def nbytes(self):
         """Bytes held by all buffers, lent out or free."""
         with self._lock:
-            return sum(sum(pool.sizes) for pool in self._pools)
+            return sum(pool.nbytes for pool in self._pools)
 
     @property
     def n_pools(self):
         """How many pools the workspace has made."""
         return len(self._pools)
 
-    def empty(self, shape, dtype):
+    def empty(self, shape, dtype, nbytes=None):
         """An uninitialized C-contiguous array of ``shape`` (a tuple) and
-        ``dtype`` (a NumPy dtype), as ``np.empty``."""
+        ``dtype`` (a NumPy dtype), as ``np.empty``; ``nbytes`` is its size
+        if the caller knows it."""
         pool = getattr(self._local, "pool", None)
         if pool is None:
             with self._lock:
@@ -151,7 +168,9 @@ class Workspace:
                     pool = _Pool()
                     self._pools.append(pool)
             self._local.pool = pool
-        return pool.empty(shape, dtype, prod(shape) * dtype.itemsize)
+        if nbytes is None:
+            nbytes = prod(shape) * dtype.itemsize
+        return pool.empty(shape, dtype, nbytes)
 
     def release(self):
         """Give this thread's pool back, for whichever thread needs one next."""
@@ -206,11 +225,13 @@ def empty(shape, dtype):
     ws = _current.get()
     if ws is None:
         return np.empty(shape, dtype=dtype)
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    if type(shape) is not tuple:
+        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
     dtype = np.dtype(dtype)
-    if prod(shape) * dtype.itemsize < _MIN_BYTES:
+    nbytes = prod(shape) * dtype.itemsize
+    if nbytes < _MIN_BYTES:
         return np.empty(shape, dtype=dtype)
-    return ws.empty(shape, dtype)
+    return ws.empty(shape, dtype, nbytes)
 
 
 def zeros(shape, dtype):

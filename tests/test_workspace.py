@@ -112,9 +112,9 @@ def test_fit_is_unchanged_by_the_workspace(monkeypatch, shuffle):
     taken = []
     original = ws.Workspace.empty
 
-    def counting(self, shape, dtype):
+    def counting(self, shape, dtype, nbytes=None):
         taken.append(shape)
-        return original(self, shape, dtype)
+        return original(self, shape, dtype, nbytes)
 
     monkeypatch.setattr(ws.Workspace, "empty", counting)
     with pytest.warns(Warning):  # 2 epochs: not converged
