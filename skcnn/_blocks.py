@@ -35,6 +35,7 @@ from ._layers import (
     channel_sums,
     conv2d_backward,
     conv2d_forward,
+    gil_free_dot,
     maxpool_backward,
     maxpool_forward,
     per_channel,
@@ -304,7 +305,9 @@ class Dense:
 
     def forward(self, weights, x, train, mask=None):
         W = weights.coefs[self.index]
-        z = np.matmul(x, W, out=ws.empty((x.shape[0], W.shape[1]), x.dtype))
+        # a part of a few rows makes a product too small for matmul to
+        # release the GIL (see gil_free_dot)
+        z = gil_free_dot(x, W, out=ws.empty((x.shape[0], W.shape[1]), x.dtype))
         z += weights.intercepts[self.index]
         if self.activation is not None:
             z = ACTIVATIONS[self.activation](z)
