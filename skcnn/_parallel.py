@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from threadpoolctl import ThreadpoolController
 
-from ._workspace import pool_returned
+from ._workspace import release_pool
 
 try:  # the class exists in every threadpoolctl; its export is not promised
     from threadpoolctl import OpenBLASController
@@ -235,8 +235,9 @@ class _Parts:
         self.result = None
         self.error = None
 
-    def work(self):
-        """Claim and compute parts until none is left (or one failed)."""
+    def work(self, after_part=None):
+        """Claim and compute parts until none is left (or one failed),
+        calling ``after_part()`` after each, before its result is stored."""
         while True:
             with self.cond:
                 while (
@@ -252,6 +253,8 @@ class _Parts:
                 self.busy += 1
             try:
                 value = self.fn(self.slices[k])
+                if after_part is not None:
+                    after_part()
             except BaseException as exc:
                 self.fail(exc)
                 return
@@ -365,8 +368,10 @@ def reduce_slices(fn, combine, slices, n_workers):
 
 
 def _helper(state):
-    with pool_returned():
-        state.work()
+    # The pool goes back after each part, before its result is stored: the
+    # caller may return, and start another call whose helper needs a pool,
+    # as soon as the last result is folded, before this thread gets here.
+    state.work(after_part=release_pool)
 
 
 def map_parts(fn, n_rows, parts, n_workers=None):

@@ -133,7 +133,7 @@ class Workspace:
     written on another core would have to cross between the cores' caches
     (measured: one shared pool trained the reference network 10-20 %
     slower, and unevenly from run to run). A helper thread gives its pool
-    back when its share of a call's parts is done (:func:`pool_returned`),
+    back after each part it computes (:func:`release_pool`),
     so there are never more pools than threads working at once, whichever
     threads of the process-wide executor run the parts.
     """
@@ -208,16 +208,12 @@ def suspended():
         _current.reset(token)
 
 
-@contextmanager
-def pool_returned():
-    """Around a helper thread's share of the parts of one call: its pool
-    goes back to the current workspace (if any) when the share is done."""
-    try:
-        yield
-    finally:
-        ws = _current.get()
-        if ws is not None:
-            ws.release()
+def release_pool():
+    """Give this thread's pool back to the current workspace (if any): a
+    helper thread does so after each part it computes."""
+    ws = _current.get()
+    if ws is not None:
+        ws.release()
 
 
 def empty(shape, dtype):

@@ -12,6 +12,13 @@ from skcnn._parallel import map_parts
 BIG = (512, 1024)  # 2 MB of float32: above the workspace's minimum
 
 
+def _images(n, n_classes=3):
+    """``n`` random 32x32x3 images (large enough maps for the workspace)."""
+    rng = np.random.default_rng(0)
+    X = rng.random((n, 32, 32, 3), dtype=np.float32)
+    return X, rng.integers(0, n_classes, n)
+
+
 def test_without_a_workspace_arrays_are_plain_numpy():
     a = ws.empty(BIG, np.float32)
     assert a.flags.owndata and a.shape == BIG and a.dtype == np.float32
@@ -97,9 +104,7 @@ def test_fit_is_unchanged_by_the_workspace(monkeypatch, shuffle):
     # the same bits with the workspace's recycled memory as with fresh
     # arrays; the conv maps are large enough (parts of 2**19 values) to
     # go through it
-    rng = np.random.default_rng(0)
-    X = rng.random((96, 32, 32, 3), dtype=np.float32)
-    y = rng.integers(0, 3, 96)
+    X, y = _images(96)
     params = dict(
         conv_filters=(16, 32),
         hidden_layer_sizes=(16,),
@@ -131,17 +136,8 @@ def test_fit_is_unchanged_by_the_workspace(monkeypatch, shuffle):
 def test_a_fit_reuses_its_buffers_step_after_step(monkeypatch):
     # the workspace stops growing after the first steps: later steps reuse
     # its buffers instead of allocating (and faulting in) fresh memory
-    spaces = []
-    original = ws.Workspace.__init__
-
-    def remember(self):
-        original(self)
-        spaces.append(self)
-
-    monkeypatch.setattr(ws.Workspace, "__init__", remember)
-    rng = np.random.default_rng(0)
-    X = rng.random((256, 32, 32, 3), dtype=np.float32)
-    y = rng.integers(0, 2, 256)
+    spaces = _workspaces(monkeypatch)
+    X, y = _images(256, 2)
     held = {}
     for n_steps in (1, 3, 8):
         clf = CNNClassifier(
@@ -173,9 +169,7 @@ def test_no_more_pools_than_threads_working_at_once(monkeypatch):
     from threadpoolctl import threadpool_limits
 
     spaces = _workspaces(monkeypatch)
-    rng = np.random.default_rng(0)
-    X = rng.random((512, 32, 32, 3), dtype=np.float32)
-    y = rng.integers(0, 3, 512)
+    X, y = _images(512)
     clf = CNNClassifier(
         conv_filters=(16, 32),
         hidden_layer_sizes=(16,),
@@ -201,9 +195,7 @@ def test_the_memory_estimate_covers_the_workspace(monkeypatch, early_stopping):
     from skcnn._memory import fit_estimate
 
     spaces = _workspaces(monkeypatch)
-    rng = np.random.default_rng(0)
-    X = rng.random((612, 32, 32, 3), dtype=np.float32)
-    y = rng.integers(0, 3, 612)
+    X, y = _images(612)
     clf = CNNClassifier(
         conv_filters=(16, 32),
         hidden_layer_sizes=(64,),
