@@ -107,9 +107,7 @@ def _im2col(x, kh, kw, stride, out_h, out_w):
     view = strided_view(
         x, (n, out_h, out_w, kh, kw * channels), (sn, sh * stride, sw * stride, sh, sc)
     )
-    cols = ws.empty(view.shape, x.dtype)
-    np.copyto(cols, view)
-    return cols.reshape(n * out_h * out_w, kh * kw * channels)
+    return ws.copy(view).reshape(n * out_h * out_w, kh * kw * channels)
 
 
 def _im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w):
@@ -133,9 +131,7 @@ def _im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w):
         (kh, kw, channels, n, out_h, out_w),
         (sh, sw, sc, sn, sh * stride, sw * stride),
     )
-    cols_t = ws.empty(view.shape, x.dtype)
-    np.copyto(cols_t, view)
-    cols_t = cols_t.reshape(kh * kw * channels, -1)
+    cols_t = ws.copy(view).reshape(kh * kw * channels, -1)
     return cols_t.T
 
 
@@ -318,11 +314,10 @@ def maxpool_forward(x, ph, pw, need_cache=True):
     else, and the input need not be kept.
     """
     taps = _pool_taps(x, ph, pw)
-    out = ws.empty(taps[0].shape, x.dtype)
     if len(taps) > 1:
-        np.maximum(taps[0], taps[1], out=out)
+        out = np.maximum(taps[0], taps[1], out=ws.empty(taps[0].shape, x.dtype))
     else:
-        np.copyto(out, taps[0])
+        out = ws.copy(taps[0])
     for tap in taps[2:]:
         np.maximum(out, tap, out=out)
     if not need_cache:
@@ -362,8 +357,7 @@ def maxpool_backward(dout, cache, ph, pw):
 def avgpool_forward(x, ph, pw, need_cache=True):
     """Average-pool with a ``(ph, pw)`` window; trailing rows/columns dropped."""
     taps = _pool_taps(x, ph, pw)
-    out = ws.empty(taps[0].shape, x.dtype)
-    np.copyto(out, taps[0])
+    out = ws.copy(taps[0])
     for tap in taps[1:]:
         out += tap
     out *= out.dtype.type(1.0 / (ph * pw))

@@ -155,10 +155,9 @@ class Workspace:
         """How many pools the workspace has made."""
         return len(self._pools)
 
-    def empty(self, shape, dtype, nbytes=None):
-        """An uninitialized C-contiguous array of ``shape`` (a tuple) and
-        ``dtype`` (a NumPy dtype), as ``np.empty``; ``nbytes`` is its size
-        if the caller knows it."""
+    def empty(self, shape, dtype, nbytes):
+        """An uninitialized C-contiguous array of ``shape`` (a tuple),
+        ``dtype`` (a NumPy dtype) and ``nbytes`` bytes, as ``np.empty``."""
         pool = getattr(self._local, "pool", None)
         if pool is None:
             with self._lock:
@@ -168,8 +167,6 @@ class Workspace:
                     pool = _Pool()
                     self._pools.append(pool)
             self._local.pool = pool
-        if nbytes is None:
-            nbytes = prod(shape) * dtype.itemsize
         return pool.empty(shape, dtype, nbytes)
 
     def release(self):
@@ -228,6 +225,13 @@ def empty(shape, dtype):
     if nbytes < _MIN_BYTES:
         return np.empty(shape, dtype=dtype)
     return ws.empty(shape, dtype, nbytes)
+
+
+def copy(a):
+    """A C-contiguous copy of ``a``, from the current workspace if large."""
+    out = empty(a.shape, a.dtype)
+    np.copyto(out, a)
+    return out
 
 
 def zeros(shape, dtype):
