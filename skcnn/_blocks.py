@@ -30,15 +30,17 @@ from ._layers import (
     ACTIVATION_GRADS,
     ACTIVATIONS,
     OuterSum,
-    avgpool_backward,
-    avgpool_forward,
     channel_sums,
     conv2d_backward,
     conv2d_forward,
     gil_free_dot,
+    per_channel,
+)
+from ._pooling import (
+    avgpool_backward,
+    avgpool_forward,
     maxpool_backward,
     maxpool_forward,
-    per_channel,
 )
 from ._winograd import values_per_image, winograd_wins
 
@@ -116,6 +118,23 @@ class ConvBlock:
         """Whether the convolution runs by Winograd's algorithm (no im2col)."""
         return winograd_wins(self.coef_shape, self.stride)
 
+    @property
+    def windows(self):
+        """The pooling windows the convolution's output comes in (see
+        :func:`~skcnn._layers.conv2d_forward`), or None for pixel order.
+
+        Where they cost the convolution nothing: Winograd's output tiles
+        are 2x2 windows, and a first layer's im2col rows can come in any
+        order (in a later layer the input gradient would have to put them
+        back). The pooling then reads contiguous blocks: measured 2.4 times
+        faster forward and 1.6 times backward on 26x26x32 maps.
+        """
+        if self.pool == (1, 1):
+            return None
+        if self.winograd:
+            return (2, 2) if self.pool == (2, 2) else None
+        return self.pool if self.index == 0 else None
+
     def values_per_sample(self):
         """The largest activation array one sample needs here: the im2col
         rows, or the transformed input Winograd keeps instead (the size of
@@ -144,7 +163,7 @@ class ConvBlock:
         # at inference no cache: the im2col buffer is freed before the next
         # layer, or there is none (Winograd)
         z, conv_cache = conv2d_forward(
-            x, W, self.stride, self.pads, self.conv_hw, need_cache=train
+            x, W, self.stride, self.pads, self.conv_hw, train, self.windows
         )
         ph, pw = self.pool
         if self.pools_first:
@@ -175,7 +194,9 @@ class ConvBlock:
     def convolve(self, weights, x):
         """The conv output ``z`` of a batch-normalized block and its cache."""
         W = weights.coefs[self.index]
-        return conv2d_forward(x, W, self.stride, self.pads, self.conv_hw)
+        return conv2d_forward(
+            x, W, self.stride, self.pads, self.conv_hw, windows=self.windows
+        )
 
     def normalize(self, weights, z, conv_cache, stats):
         """Normalize ``z`` (overwritten) with the batch's ``stats = (mean,

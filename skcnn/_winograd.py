@@ -38,11 +38,11 @@ from math import prod
 import numpy as np
 
 from . import _workspace as ws
-from ._strides import strided_view
+from ._strides import strided_view, window_view
 
 # What the backward pass needs: the transformed input of every image,
 # (16, n, tiles, C), and the geometry.
-WinogradCache = namedtuple("WinogradCache", "V x_shape pads out_hw")
+WinogradCache = namedtuple("WinogradCache", "V x_shape pads out_hw windowed")
 
 # Measured on 1 thread, float32, parts of 2 to 32 images (the engine's
 # parts hold 2 to 18): Winograd beats im2col + GEMM once the 3x3
@@ -168,6 +168,17 @@ def _kernel_grad(T):
     return (kernel.T @ T.reshape(16, -1)).reshape((3, 3) + T.shape[1:])
 
 
+def _unpadded(x_shape, pads, tiles_h, tiles_w):
+    """Whether the tiles' patches lie within the input itself, unpadded:
+    no zero border before it, and its rows and columns reach as far as the
+    tiles read. Then the patches are read from the input (forward), and
+    their gradient summed into the input's (backward), with no padded copy
+    between (a valid convolution's)."""
+    (top, _), (left, _) = pads
+    height, width = x_shape[1:3]
+    return top == left == 0 and height >= 2 * tiles_h + 2 and width >= 2 * tiles_w + 2
+
+
 def _pad(x, pads, out):
     """Copy ``x`` into ``out`` at offset ``pads``; ``out`` is zero where
     no input lands. Rows and columns past ``out`` are dropped (they feed
@@ -192,6 +203,9 @@ def _scatter(Y, out):
     """The (2, 2, n, tiles_h, tiles_w, F) output tiles into ``out``,
     cropping the tiles that overhang an odd ``out_h`` / ``out_w``."""
     out_h, out_w = out.shape[1:3]
+    if out_h % 2 == 0 and out_w % 2 == 0:
+        np.copyto(window_view(out, 2, 2, *Y.shape[3:5], True), Y)
+        return
     for a in range(2):
         for b in range(2):
             r, c = (out_h - a + 1) // 2, (out_w - b + 1) // 2
@@ -202,30 +216,38 @@ def _gather(dout, tiles_h, tiles_w, out):
     """The (2, 2, n, tiles_h, tiles_w, F) tiles of ``dout`` into ``out``;
     ``out`` is zero where tiles overhang ``dout``."""
     out_h, out_w = dout.shape[1:3]
+    if out_h % 2 == 0 and out_w % 2 == 0:
+        np.copyto(out, window_view(dout, 2, 2, tiles_h, tiles_w))
+        return
     for a in range(2):
         for b in range(2):
             r, c = (out_h - a + 1) // 2, (out_w - b + 1) // 2
             out[a, b][:, :r, :c] = dout[:, a::2, b::2]
 
 
-def _overlap_add(dP, out):
-    """Add every tile's 4x4 patch gradient into ``out``, the padded input's
-    gradient, (n, 2 tiles_h + 2, 2 tiles_w + 2, C). ``dP`` is (4, 4, n,
-    tiles_h, tiles_w, C); neighbouring patches overlap by two rows or
-    columns."""
+def _overlap_add(dP, out, rows):
+    """Set ``out``, the padded input's gradient (n, 2 tiles_h + 2,
+    2 tiles_w + 2, C), to the sum of every tile's 4x4 patch gradient.
+
+    ``dP`` is (4, 4, n, tiles_h, tiles_w, C); neighbouring patches overlap
+    by two rows or columns. Patch row ``i = 2 a + p`` of tile row ``t``
+    lands on pixel row ``2 (t + a) + p``: for each parity ``p`` the sum
+    over ``a`` is two shifted arrays. So the rows are summed first, into
+    ``rows`` (at least (2, 4, n, tiles_h + 1, tiles_w, C) values), then
+    the columns the same way into ``out``'s parity view: six NumPy calls
+    where adding the 16 patch pixels one by one took 22 -- each a wait for
+    the threads computing a minibatch's other parts.
+    """
     tiles_h, tiles_w = dP.shape[3:5]
-    rows, cols = 2 * tiles_h, 2 * tiles_w
-    # pixels (2t + i, 2s + j), i, j < 2 cover all but the last two rows and
-    # columns once: set them, zero those, then add the other taps
-    for i in range(2):
-        for j in range(2):
-            out[:, i:rows:2, j:cols:2] = dP[i, j]
-    out[:, rows:] = 0
-    out[:, :rows, cols:] = 0
-    for i in range(4):
-        for j in range(4):
-            if i >= 2 or j >= 2:
-                out[:, i : i + rows : 2, j : j + cols : 2] += dP[i, j]
+    n, channels = dP.shape[2], dP.shape[5]
+    R = _prefix(rows, (2, 4, n, tiles_h + 1, tiles_w, channels))
+    np.copyto(R[:, :, :, :tiles_h], dP[:2])
+    R[:, :, :, tiles_h] = 0
+    np.add(R[:, :, :, 1:], dP[2:], out=R[:, :, :, 1:])
+    pixels = window_view(out, 2, 2, tiles_h + 1, tiles_w + 1, True)
+    np.copyto(pixels[:, :, :, :, :tiles_w], R[:, :2])
+    pixels[:, :, :, :, tiles_w] = 0
+    np.add(pixels[:, :, :, :, 1:], R[:, 2:], out=pixels[:, :, :, :, 1:])
 
 
 # --------------------------------------------------------------------------
@@ -245,7 +267,9 @@ def _prefix(buffer, shape):
     return buffer[: prod(shape)].reshape(shape)
 
 
-def winograd_forward(x, W, pads=((0, 0), (0, 0)), out_hw=None, need_cache=False):
+def winograd_forward(
+    x, W, pads=((0, 0), (0, 0)), out_hw=None, need_cache=False, windowed=False
+):
     """Cross-correlate ``x`` with a 3x3 kernel ``W`` at stride 1 (no bias).
 
     The same result as :func:`~skcnn._layers.conv2d_forward` with
@@ -263,10 +287,17 @@ def winograd_forward(x, W, pads=((0, 0), (0, 0)), out_hw=None, need_cache=False)
         the full output: the input is then taken as zero past its padding.
     need_cache : bool, default=False
         Whether to return what :func:`winograd_backward` needs.
+    windowed : bool, default=False
+        Return the output in 2x2 windows (``out_hw`` must be even): the
+        output tiles are the windows of a 2x2 pooling, so their transform
+        writes them there as they are -- no scatter into the map, and the
+        pooling reads four contiguous blocks (see
+        :func:`~skcnn._layers.conv2d_forward`'s ``windows``).
 
     Returns
     -------
-    out : ndarray of shape (n, out_h, out_w, F)
+    out : ndarray of shape (n, out_h, out_w, F), or (4, n, out_h / 2, out_w / 2, F)
+        when ``windowed``
     cache : WinogradCache, or None without ``need_cache``
     """
     n, height, width, channels = x.shape
@@ -278,13 +309,20 @@ def winograd_forward(x, W, pads=((0, 0), (0, 0)), out_hw=None, need_cache=False)
     per_image, dtype = tiles_h * tiles_w, x.dtype
     transform, inverse = _INPUT.astype(dtype), _OUTPUT.astype(dtype)
     U = _kernel_transform(W.astype(dtype, copy=False))
-    out = ws.empty((n,) + tuple(out_hw) + (filters,), dtype)
+    if windowed:
+        assert out_hw[0] % 2 == 0 and out_hw[1] % 2 == 0, out_hw
+        out = ws.empty((4, n, tiles_h, tiles_w, filters), dtype)
+    else:
+        out = ws.empty((n,) + tuple(out_hw) + (filters,), dtype)
     step, chunks = _chunks(n, per_image, channels, filters, dtype.itemsize)
     size = _sizes(out_hw, channels, filters)
-    padded = ws.zeros((step, 2 * tiles_h + 2, 2 * tiles_w + 2, channels), dtype)
+    direct = _unpadded(x.shape, pads, tiles_h, tiles_w)
+    if not direct:
+        padded = ws.zeros((step, 2 * tiles_h + 2, 2 * tiles_w + 2, channels), dtype)
     # the patches, then the products, in one buffer
     work = ws.empty(step * max(size["patches"], size["M"]), dtype)
-    Y_buf = ws.empty(step * size["Y"], dtype)
+    if not windowed:
+        Y_buf = ws.empty(step * size["Y"], dtype)
     if need_cache:  # V of every image, kept for the backward pass
         V_all = ws.empty((16, n, per_image, channels), dtype)
     else:
@@ -295,18 +333,29 @@ def winograd_forward(x, W, pads=((0, 0), (0, 0)), out_hw=None, need_cache=False)
             V = V_all[:, start : start + k].reshape(16, tiles * channels)
         else:
             V = _prefix(V_buf, (16, tiles * channels))
-        _pad(x[start : start + k], pads, padded[:k])
+        if direct:
+            source = x[start : start + k]
+        else:
+            source = padded[:k]
+            _pad(x[start : start + k], pads, source)
         patches = _prefix(work, (4, 4, k, tiles_h, tiles_w, channels))
-        np.copyto(patches, _patches(padded[:k], tiles_h, tiles_w))
+        np.copyto(patches, _patches(source, tiles_h, tiles_w))
         np.matmul(transform, patches.reshape(16, -1), out=V)
         M = _prefix(work, (16, tiles, filters))
         np.matmul(V.reshape(16, tiles, channels), U, out=M)
+        if windowed:  # the chunk's rows of the four blocks, a 2-D BLAS operand
+            np.matmul(
+                inverse,
+                M.reshape(16, -1),
+                out=out[:, start : start + k, ...].reshape(4, -1),
+            )
+            continue
         Y = _prefix(Y_buf, (4, tiles * filters))
         np.matmul(inverse, M.reshape(16, -1), out=Y)
         _scatter(Y.reshape(2, 2, k, tiles_h, tiles_w, filters), out[start : start + k])
     if not need_cache:
         return out, None
-    return out, WinogradCache(V_all, x.shape, pads, tuple(out_hw))
+    return out, WinogradCache(V_all, x.shape, pads, tuple(out_hw), windowed)
 
 
 def winograd_conv3x3(x, W, pads=((0, 0), (0, 0)), out_hw=None):
@@ -317,12 +366,14 @@ def winograd_conv3x3(x, W, pads=((0, 0), (0, 0)), out_hw=None):
 def winograd_backward(dout, cache, W, need_dx=True):
     """Gradients of :func:`winograd_forward` w.r.t. its input and weights.
 
+    ``dout`` comes in 2x2 windows if the forward pass's output did.
+
     Returns
     -------
     dx : ndarray of shape (n, H, W, C) or None when ``need_dx`` is False
     dW : ndarray of shape (3, 3, C, F)
     """
-    V_all, x_shape, pads, out_hw = cache
+    V_all, x_shape, pads, out_hw, windowed = cache
     n, height, width, channels = x_shape
     filters = W.shape[3]
     tiles_h, tiles_w = _tiles(out_hw)
@@ -331,7 +382,8 @@ def winograd_backward(dout, cache, W, need_dx=True):
     size = _sizes(out_hw, channels, filters)
     # the gradient's tiles, zero where they overhang an odd output
     odd = out_hw[0] % 2 or out_hw[1] % 2
-    Y_buf = (ws.zeros if odd else ws.empty)(step * size["Y"], dtype)
+    if not windowed:
+        Y_buf = (ws.zeros if odd else ws.empty)(step * size["Y"], dtype)
     # E, then the patches' gradient
     dx_size = size["patches"] if need_dx else 0
     E_buf = ws.empty(step * max(size["M"], dx_size), dtype)
@@ -341,7 +393,9 @@ def winograd_backward(dout, cache, W, need_dx=True):
         Ut = _kernel_transform(W.astype(dtype, copy=False)).transpose(0, 2, 1)
         dV_buf = ws.empty(step * size["dV"], dtype)
         padded_shape = (2 * tiles_h + 2, 2 * tiles_w + 2, channels)
-        dx_padded = ws.empty((step,) + padded_shape, dtype)
+        direct = _unpadded(x_shape, pads, tiles_h, tiles_w)
+        if not direct:
+            dx_padded = ws.empty((step,) + padded_shape, dtype)
         # input rows / columns that feed no computed output get no gradient
         (top, _), (left, _) = pads
         keep_h = min(height, padded_shape[0] - top)
@@ -352,8 +406,11 @@ def winograd_backward(dout, cache, W, need_dx=True):
         inverse = _OUTPUT.astype(dtype)
     for start, k in chunks:
         tiles = k * per_image
-        tiled = _prefix(Y_buf, (2, 2, k, tiles_h, tiles_w, filters))
-        _gather(dout[start : start + k], tiles_h, tiles_w, tiled)
+        if windowed:  # already the tiles: a 2-D BLAS operand as it is
+            tiled = dout[:, start : start + k, ...]
+        else:
+            tiled = _prefix(Y_buf, (2, 2, k, tiles_h, tiles_w, filters))
+            _gather(dout[start : start + k], tiles_h, tiles_w, tiled)
         E = _prefix(E_buf, (16, tiles * filters))
         np.matmul(inverse.T, tiled.reshape(4, -1), out=E)
         E = E.reshape(16, tiles, filters)
@@ -368,7 +425,11 @@ def winograd_backward(dout, cache, W, need_dx=True):
             dP = _prefix(E_buf, (16, tiles * channels))
             np.matmul(transform.T, dV.reshape(16, -1), out=dP)
             dP = dP.reshape(4, 4, k, tiles_h, tiles_w, channels)
-            _overlap_add(dP, dx_padded[:k])
+            if direct:  # the padded gradient is the top-left of dx's
+                target = dx[start : start + k, : padded_shape[0], : padded_shape[1]]
+                _overlap_add(dP, target, dV_buf)
+                continue
+            _overlap_add(dP, dx_padded[:k], dV_buf)
             dx[start : start + k, :keep_h, :keep_w] = dx_padded[
                 :k, top : top + keep_h, left : left + keep_w
             ]

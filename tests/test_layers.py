@@ -15,16 +15,18 @@ from skcnn._batchnorm import batchnorm_backward, batchnorm_forward, batchnorm_in
 from skcnn._layers import (
     ACTIVATION_GRADS,
     ACTIVATIONS,
-    avgpool_backward,
-    avgpool_forward,
     conv2d_backward,
     conv2d_forward,
-    maxpool_backward,
-    maxpool_forward,
     per_channel,
 )
 from skcnn._losses import logistic_cross_entropy, softmax_cross_entropy
 from skcnn._network import _conv_geometry
+from skcnn._pooling import (
+    avgpool_backward,
+    avgpool_forward,
+    maxpool_backward,
+    maxpool_forward,
+)
 
 
 def _pads(h, w, kh, kw, stride, padding):

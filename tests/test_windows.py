@@ -1,0 +1,121 @@
+"""Windowed maps: a conv output in the order of the pooling windows that read it.
+
+Every windowed result is compared with the pixel-order one, windowed here
+by NumPy's own reshape and transpose (not by skcnn's strided views).
+"""
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from skcnn._layers import (
+    conv2d_backward,
+    conv2d_forward,
+    unwindowed,
+)
+from skcnn._network import Design, build_network
+from skcnn._pooling import (
+    avgpool_backward,
+    avgpool_forward,
+    maxpool_backward,
+    maxpool_forward,
+)
+from skcnn._strides import window_view
+
+SAME, VALID = ((1, 1), (1, 1)), ((0, 0), (0, 0))
+
+
+def windowed(a, ph, pw):
+    """Reference: the (n, H, W, C) map in (ph * pw, n, H / ph, W / pw, C)."""
+    n, height, width, channels = a.shape
+    blocks = a.reshape(n, height // ph, ph, width // pw, pw, channels)
+    blocks = blocks.transpose(2, 4, 0, 1, 3, 5)
+    return blocks.reshape(ph * pw, n, height // ph, width // pw, channels)
+
+
+def test_window_view_and_unwindowed():
+    a = np.arange(2 * 6 * 4 * 3, dtype=float).reshape(2, 6, 4, 3)
+    view = window_view(a, 3, 2, 2, 2)
+    assert_array_equal(view.reshape(6, 2, 2, 2, 3), windowed(a, 3, 2))
+    assert not view.flags.writeable
+    assert_array_equal(unwindowed(windowed(a, 3, 2), (3, 2)), a)
+
+
+# (n, H, W, C, F, kernel, stride, pads, out_hw, windows): im2col with few
+# channels (copied channels-first) and many (channels-last), strides,
+# padding and crops, square and oblong windows; Winograd (3x3, >= 32
+# channels and filters), which has 2x2 windows only
+CASES = [
+    (2, 8, 8, 1, 4, 3, 1, VALID, (6, 6), (2, 2)),
+    (2, 9, 7, 3, 5, 3, 1, SAME, (9, 6), (3, 2)),
+    (3, 11, 11, 2, 3, 3, 2, SAME, (6, 6), (2, 3)),
+    (2, 7, 8, 8, 4, 3, 1, VALID, (4, 6), (2, 2)),
+    (2, 6, 6, 6, 5, 2, 1, ((0, 1), (0, 1)), (6, 6), (3, 3)),
+    (2, 13, 13, 32, 40, 3, 1, VALID, (10, 10), (2, 2)),
+    (3, 8, 6, 33, 32, 3, 1, SAME, (8, 6), (2, 2)),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_conv2d_windows_match_pixel_order(case):
+    n, height, width, channels, filters, k, stride, pads, out_hw, windows = case
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, height, width, channels))
+    W = rng.standard_normal((k, k, channels, filters))
+    out, cache = conv2d_forward(x, W, stride, pads, out_hw)
+    got, windowed_cache = conv2d_forward(x, W, stride, pads, out_hw, windows=windows)
+    assert got.shape == windowed(out, *windows).shape
+    assert_allclose(got, windowed(out, *windows), rtol=0, atol=1e-12)
+    G = rng.standard_normal(out.shape)
+    dx, dW = conv2d_backward(G, cache, W, stride, pads)
+    G_windowed = windowed(G, *windows).copy()
+    got_dx, got_dW = conv2d_backward(G_windowed, windowed_cache, W, stride, pads)
+    assert_allclose(got_dW, dW, rtol=0, atol=1e-10)
+    assert_allclose(got_dx, dx, rtol=0, atol=1e-10)
+    none, got_dW = conv2d_backward(G_windowed, windowed_cache, W, stride, pads, False)
+    assert none is None
+    assert_allclose(got_dW, dW, rtol=0, atol=1e-10)
+
+
+def test_winograd_windows_are_2x2_only():
+    x = np.zeros((1, 8, 8, 32))
+    W = np.zeros((3, 3, 32, 32))
+    with pytest.raises(ValueError, match="2x2 windows"):
+        conv2d_forward(x, W, 1, VALID, (6, 6), windows=(3, 3))
+
+
+@pytest.mark.parametrize("ph, pw", [(2, 2), (3, 2), (1, 3)])
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pooling_a_windowed_map(ph, pw, kind):
+    rng = np.random.default_rng(4)
+    # small integers: many ties, which must go to the same element
+    x = rng.integers(0, 3, size=(3, 2 * ph, 3 * pw, 2)).astype(np.float64)
+    forward = maxpool_forward if kind == "max" else avgpool_forward
+    backward = maxpool_backward if kind == "max" else avgpool_backward
+    out, cache = forward(x, ph, pw)
+    got, got_cache = forward(windowed(x, ph, pw).copy(), ph, pw)
+    assert_array_equal(got, out)
+    G = rng.standard_normal(out.shape)
+    assert_array_equal(
+        backward(G, got_cache, ph, pw), windowed(backward(G, cache, ph, pw), ph, pw)
+    )
+
+
+def _block(image, filters, pool_size, **design):
+    design = Design(conv_filters=filters, pool_size=pool_size, **design)
+    network = build_network(image, design, 3, "softmax")
+    return [layer for layer in network.layers if hasattr(layer, "windows")]
+
+
+def test_which_convolutions_come_windowed():
+    # a first layer's im2col rows and Winograd's tiles: free; a later
+    # layer's im2col would cost its input gradient a reordering
+    first, second = _block((28, 28, 1), (32, 64), 2)
+    assert not first.winograd and second.winograd
+    assert first.windows == second.windows == (2, 2)
+    first, second, third = _block((64, 64, 3), (16, 32, 64), 2, padding="same")
+    assert (first.windows, second.windows, third.windows) == ((2, 2), None, (2, 2))
+    first, second = _block((27, 27, 1), (32, 64), 3)
+    assert first.windows == (3, 3) and second.windows is None  # Winograd: 2x2
+    (block,) = _block((8, 8, 1), (4,), 1)
+    assert block.windows is None  # no pooling
