@@ -256,9 +256,14 @@ def _overlap_add(dP, out, rows):
 
 
 def _chunks(n, per_image, channels, filters, itemsize):
-    """``(step, [(start, count)...])``: the chunks of ``n`` images."""
+    """``(step, [(start, count)...])``: the chunks of ``n`` images, as few
+    as hold at most ``step`` images each, near-equal in size (32 images by
+    10 made a last chunk of 2, whose GEMMs and NumPy calls cost nearly
+    what a whole chunk's do)."""
     step = max(1, min(n, images_per_chunk(per_image, channels, filters, itemsize)))
-    return step, [(start, min(step, n - start)) for start in range(0, n, step)]
+    count = -(-n // step)
+    bounds = [n * k // count for k in range(count + 1)]
+    return step, [(a, b - a) for a, b in zip(bounds, bounds[1:])]
 
 
 def _prefix(buffer, shape):

@@ -48,12 +48,16 @@ def test_float64_matches_im2col(case):
     assert_allclose(got, expected, rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("n", [1, 4, 7])
-def test_chunks_and_a_shorter_last_chunk(monkeypatch, n):
-    # 3 images per chunk here: 7 images make chunks of 3, 3 and 1
+@pytest.mark.parametrize("n, sizes", [(1, [1]), (4, [2, 2]), (7, [2, 2, 3])])
+def test_chunks_of_unequal_sizes(monkeypatch, n, sizes):
+    # at most 3 images per chunk here: as few chunks as that allows, as
+    # equal as can be (not 3, 3 and a last chunk of 1)
     tiles, channels, filters = 4 * 4, 3, 4
     monkeypatch.setattr(_winograd, "_CHUNK_BYTES", 3 * tiles * filters * 8)
     assert _winograd.images_per_chunk(tiles, channels, filters, 8) == 3
+    step, chunks = _winograd._chunks(n, tiles, channels, filters, 8)
+    assert step == min(n, 3) and [count for _, count in chunks] == sizes
+    assert [start for start, _ in chunks] == list(np.cumsum([0] + sizes[:-1]))
     rng = np.random.default_rng(1)
     x = rng.standard_normal((n, 7, 8, channels))
     W = rng.standard_normal((3, 3, channels, filters))
