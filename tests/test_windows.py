@@ -109,13 +109,16 @@ def _block(image, filters, pool_size, **design):
 
 def test_which_convolutions_come_windowed():
     # a first layer's im2col rows and Winograd's tiles: free; a later
-    # layer's im2col would cost its input gradient a reordering
+    # layer's im2col would cost its input gradient a reordering in
+    # training, and costs nothing in prediction
     first, second = _block((28, 28, 1), (32, 64), 2)
     assert not first.winograd and second.winograd
-    assert first.windows == second.windows == (2, 2)
-    first, second, third = _block((64, 64, 3), (16, 32, 64), 2, padding="same")
-    assert (first.windows, second.windows, third.windows) == ((2, 2), None, (2, 2))
+    assert first.windows() == second.windows() == (2, 2)
+    blocks = _block((64, 64, 3), (16, 32, 64), 2, padding="same")
+    assert [b.windows() for b in blocks] == [(2, 2), None, (2, 2)]
+    assert [b.windows(train=False) for b in blocks] == [(2, 2)] * 3
     first, second = _block((27, 27, 1), (32, 64), 3)
-    assert first.windows == (3, 3) and second.windows is None  # Winograd: 2x2
+    assert first.windows() == (3, 3) and second.windows() is None  # Winograd: 2x2
+    assert second.windows(train=False) is None
     (block,) = _block((8, 8, 1), (4,), 1)
-    assert block.windows is None  # no pooling
+    assert block.windows() is None and block.windows(train=False) is None
