@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
+from skcnn._blocks import ConvBlock
+from skcnn._engine import Batch, loss_and_gradients, predict_rows
 from skcnn._layers import (
     conv2d_backward,
     conv2d_forward,
     unwindowed,
 )
-from skcnn._network import Design, build_network
+from skcnn._network import Design, build_network, initialize
 from skcnn._pooling import (
     avgpool_backward,
     avgpool_forward,
@@ -122,3 +124,48 @@ def test_which_convolutions_come_windowed():
     assert second.windows(train=False) is None
     (block,) = _block((8, 8, 1), (4,), 1)
     assert block.windows() is None and block.windows(train=False) is None
+
+
+# (image, filters, pool, padding, pooling, batch norm): windowed first
+# layers, Winograd layers (32+ channels) and, in prediction, later im2col
+# layers; square and oblong windows (pools clipped to the map), odd maps,
+# average pooling, batch norm
+NETWORKS = [
+    ((12, 12, 1), (4, 32, 32), 2, "same", "max", False),
+    ((13, 11, 3), (5, 6), 3, "valid", "max", False),
+    ((32, 5, 1), (3, 4, 5), 2, "same", "max", False),  # 8x1 map: 2x1 windows
+    ((10, 10, 2), (32, 32), 2, "same", "avg", False),
+    ((9, 9, 3), (4, 32), 2, "same", "max", True),
+]
+
+
+@pytest.mark.parametrize("image, filters, pool, padding, pooling, norm", NETWORKS)
+def test_networks_compute_the_same_with_and_without_windows(
+    monkeypatch, image, filters, pool, padding, pooling, norm
+):
+    design = Design(
+        conv_filters=filters,
+        pool_size=pool,
+        padding=padding,
+        pooling=pooling,
+        batch_norm=norm,
+        hidden_layer_sizes=(5,),
+    )
+    network = build_network(image, design, 3, "softmax")
+    rng = np.random.RandomState(0)
+    weights = initialize(network, rng, np.float64)
+    X = rng.uniform(0, 1, (6,) + image)
+    Y = np.eye(3)[rng.randint(0, 3, 6)]
+    assert any(
+        block.windows(train) for block in network.conv_blocks for train in (0, 1)
+    )
+
+    def run():
+        step = loss_and_gradients(network, weights, Batch(X, Y), 0.1)
+        proba = predict_rows(network, weights, X.reshape(6, -1), image)
+        return [step.loss, proba, *step.grads.flat()]
+
+    windowed = run()
+    monkeypatch.setattr(ConvBlock, "windows", lambda block, train=True: None)
+    for got, expected in zip(windowed, run()):
+        assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
