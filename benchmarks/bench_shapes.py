@@ -26,6 +26,7 @@ import sys
 # OpenMP workers otherwise spin and steal the other framework's cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import platform  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
@@ -43,6 +44,21 @@ warnings.simplefilter("ignore", ConvergenceWarning)
 
 ALPHA = 1e-4
 MEMORY_STEPS = 11
+
+# glibc hands a freed block above its (adaptive) mmap threshold straight
+# back to the system, and trims the heap's top past the trim threshold;
+# the next block of that size is then faulted in page by page. PyTorch
+# allocates every activation anew, so its speed came to depend on what the
+# process had allocated before -- on which shapes ran earlier: measured on
+# this project's 2-core VM, its inference on 64x64x3 images at 3,900 or
+# 8,600 img/s, its batch-256 training at 5,900 or 10,200. With both
+# thresholds pinned, neither varies, and both reach the faster figure.
+# skcnn's workspace reuses its buffers, so its figures barely move (within
+# the noise). The timing process runs so (``--default-malloc``: not); the
+# memory workers run with the caller's allocator settings, as a user's.
+PINNED_MALLOC = (
+    "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
+)
 
 
 @dataclass(frozen=True)
@@ -253,6 +269,39 @@ def torch_infer_rates(torch, shape, model, X_infer):
     return rates
 
 
+# ------------------------------------------------------------- allocator
+
+
+def pinned_env(env):
+    """``env`` with ``PINNED_MALLOC`` added to its ``GLIBC_TUNABLES``."""
+    tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t]
+    return dict(env, GLIBC_TUNABLES=":".join(tunables + [PINNED_MALLOC]))
+
+
+def unpinned_env(env):
+    """``env`` as it was before :func:`pinned_env`."""
+    env = dict(env)
+    tunables = env.pop("GLIBC_TUNABLES", "").replace(PINNED_MALLOC, "")
+    tunables = ":".join(t for t in tunables.split(":") if t)
+    if tunables:
+        env["GLIBC_TUNABLES"] = tunables
+    return env
+
+
+def malloc_pinned():
+    return PINNED_MALLOC in os.environ.get("GLIBC_TUNABLES", "")
+
+
+def cpu_model():
+    """The CPU's model name: figures from different machines differ."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [x for x in f if x.startswith("model name")]
+        return lines[0].split(":", 1)[1].strip()
+    except (OSError, IndexError):
+        return platform.processor() or platform.machine()
+
+
 # ---------------------------------------------------------------- memory
 
 
@@ -307,7 +356,8 @@ def peak_memory(framework, name, n_threads):
     """(MB, method) of ``memory_worker`` run in a fresh interpreter."""
     command = [sys.executable, __file__, "--memory-worker", framework, name]
     command += ["--threads", str(n_threads)]
-    out = subprocess.run(command, capture_output=True, text=True, check=True)
+    env = unpinned_env(os.environ)  # as a user's process allocates
+    out = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     return result["extra"] / 2**20, result["method"]
 
@@ -334,6 +384,12 @@ def blas_line():
         for i in threadpool_info()
         if i["user_api"] == "blas"
     )
+
+
+def malloc_line():
+    if malloc_pinned():
+        return "glibc thresholds pinned for timing (mmap 32 MiB, trim 1 GiB)"
+    return "default"
 
 
 def median(values):
@@ -389,11 +445,21 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None, help="timed steps")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="time with glibc's adaptive thresholds (see PINNED_MALLOC)",
+    )
     parser.add_argument("--memory-worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_worker:
         memory_worker(*args.memory_worker, args.threads)
         return
+    glibc = platform.libc_ver()[0] == "glibc"
+    if glibc and not args.default_malloc and not malloc_pinned():
+        # glibc reads its tunables at start-up only: run again with them
+        sys.stdout.flush()
+        os.execve(sys.executable, [sys.executable] + sys.argv, pinned_env(os.environ))
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if var in os.environ:
             print(
@@ -435,6 +501,7 @@ def report(names, params, results, peak, args, torch):
         f"\nskcnn vs PyTorch eager, float32, {args.threads} threads "
         f"(OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}); "
         f"PyTorch {version or 'not installed'}\n"
+        f"CPU: {cpu_model()}; malloc: {malloc_line()}\n"
         f"BLAS: {blas_line()}; float32 GEMM peak {peak:.0f} GFLOP/s "
         "(np.matmul, best of 1024^3 and 2048^3)"
     )
@@ -447,6 +514,7 @@ def report(names, params, results, peak, args, torch):
     trio = f"{'skcnn':>8s}{'pytorch':>9s}{'ratio':>7s} "
     print(f"{'shape':9s}" + trio * 3 + f"{'skcnn':>8s}{'pytorch':>9s}  pt infer")
     summary = {"threads": args.threads, "quick": args.quick, "torch": version}
+    summary.update(cpu=cpu_model(), malloc=malloc_line())
     summary.update(gemm_gflops=round(peak, 1), blas=blas_line(), shapes={})
     for name in names:
         r, flops = results[name], training_flops(SHAPES[name])

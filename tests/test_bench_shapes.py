@@ -79,3 +79,36 @@ def test_pytorch_networks_have_skcnn_param_counts():
     counts = json.loads(out.stdout.strip().splitlines()[-1])
     assert counts["ref"] == [REFERENCE_PARAMS, REFERENCE_PARAMS]
     assert all(ours == theirs for ours, theirs in counts.values())
+
+
+def test_pinned_malloc_keeps_and_restores_the_callers_tunables(bench):
+    user = {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=0", "OTHER": "1"}
+    pinned = bench.pinned_env(user)
+    assert pinned["GLIBC_TUNABLES"] == (
+        "glibc.malloc.tcache_count=0:" + bench.PINNED_MALLOC
+    )
+    assert pinned["OTHER"] == "1"
+    assert bench.unpinned_env(pinned) == user
+    # none before: none after, not an empty variable
+    assert "GLIBC_TUNABLES" not in bench.unpinned_env(bench.pinned_env({"A": "b"}))
+
+
+def test_memory_workers_allocate_as_a_users_process(bench, monkeypatch):
+    # the timing process's pinned thresholds would change the peak RSS
+    monkeypatch.setenv("GLIBC_TUNABLES", bench.PINNED_MALLOC)
+    seen = {}
+
+    def run(command, env, **kwargs):
+        seen.update(command=command, env=env)
+        return subprocess.CompletedProcess(
+            command, 0, '{"extra": 1048576, "method": "m"}'
+        )
+
+    monkeypatch.setattr(bench.subprocess, "run", run)
+    assert bench.peak_memory("skcnn", "ref", 2) == (1.0, "m")
+    assert "--memory-worker" in seen["command"]
+    assert bench.PINNED_MALLOC not in seen["env"].get("GLIBC_TUNABLES", "")
+
+
+def test_cpu_model_is_named(bench):
+    assert bench.cpu_model().strip()
