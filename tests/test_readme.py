@@ -47,3 +47,18 @@ def test_readme_snippets_run(tmp_path, monkeypatch):
             exec(compile(block, f"README.md python block {i}", "exec"), namespace)
         ran += 1
     assert ran >= 6  # quickstart, regression, features, plots, ONNX, skops...
+
+
+def test_readme_summary_is_the_summary(monkeypatch):
+    # the printed block is the method's output, not a copy that drifts
+    import skcnn._memory
+    from skcnn import CNNClassifier
+
+    command = (
+        ">>> print(CNNClassifier(image_shape=(28, 28, 1), batch_size=32).summary())"
+    )
+    block = re.search(re.escape(command) + r"\n(.*?)```", README.read_text(), re.S)
+    assert block is not None
+    monkeypatch.setattr(skcnn._memory, "blas_threads", lambda: 2)  # as stated
+    summary = CNNClassifier(image_shape=(28, 28, 1), batch_size=32).summary()
+    assert block.group(1).rstrip("\n") == summary
