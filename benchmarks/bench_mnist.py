@@ -28,6 +28,12 @@ import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from _allocator import (  # noqa: E402  (beside this script)
+    cpu_model,
+    malloc_line,
+    pin_malloc,
+    unpinned_env,
+)
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
@@ -148,13 +154,17 @@ def torch_train_rate(torch, X, y, batch_size, n_images):
     return n_images / (time.perf_counter() - start)
 
 
-def torch_infer_rate(torch, X_test):
+def torch_infer_rate(torch, X_test, chunk=1000):
+    """In chunks of 1,000 images (86 MB for the first layer's output), as
+    bench_shapes.py times it: one 10k-image forward pass spent half its
+    time faulting in fresh pages."""
     model = torch_model(torch).eval()
     Xt = torch.from_numpy(X_test.reshape(-1, 1, 28, 28).copy())
-    with torch.no_grad():
-        model(Xt[:500])
+    with torch.inference_mode():
+        model(Xt[:chunk])
         start = time.perf_counter()
-        torch.softmax(model(Xt), dim=1)
+        for i in range(0, len(Xt), chunk):
+            torch.softmax(model(Xt[i : i + chunk]), dim=1)
     return len(X_test) / (time.perf_counter() - start)
 
 
@@ -239,6 +249,7 @@ def peak_memory(framework, batch_size, n_threads):
         capture_output=True,
         text=True,
         check=True,
+        env=unpinned_env(os.environ),  # as a user's process allocates
     )
     return int(out.stdout.strip().splitlines()[-1])
 
@@ -334,11 +345,18 @@ def main():
     parser.add_argument("--profile", action="store_true", help="per-op step times")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="time with glibc's adaptive thresholds (see _allocator.py)",
+    )
     parser.add_argument("--memory-worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_worker:
         memory_worker(args.memory_worker[0], int(args.memory_worker[1]), args.threads)
         return
+    if not args.default_malloc:
+        pin_malloc()  # runs this script again, pinned
 
     X, y, X_test, y_test = load_mnist()
     if args.profile:
@@ -409,10 +427,12 @@ def report(results, peak, args):
     figures = list(dict.fromkeys(figure for figure, _ in results))
     print(
         f"\nskcnn vs PyTorch eager, float32, {args.threads} threads "
-        f"(OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']})"
+        f"(OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']})\n"
+        f"CPU: {cpu_model()}; malloc: {malloc_line()}"
     )
     print(f"{'figure (median)':34s} {'skcnn':>10s} {'pytorch':>10s} {'ratio':>8s}")
     summary = {"threads": args.threads, "gemm_gflops": round(peak, 1)}
+    summary.update(cpu=cpu_model(), malloc=malloc_line())
     for figure in figures:
         ours = results.get((figure, "skcnn")) or []
         theirs = results.get((figure, "torch")) or []

@@ -8,8 +8,9 @@
 For each shape, on random float32 images and labels, with the same thread
 count for both frameworks: training images/s in steady state (skcnn's
 partial_fit; PyTorch: the same network, Adam, cross-entropy), inference
-images/s (predict_proba; PyTorch under inference_mode in NCHW and
-channels_last, the faster reported), the peak RSS increase over the loaded
+images/s (predict_proba; PyTorch under inference_mode in its fastest
+memory format, NCHW or channels_last, and images per pass, 16 to 512,
+found once per shape), the peak RSS increase over the loaded
 data of building the model and 11 training steps (each framework in a
 fresh subprocess, measured alike), and the share of the GEMM ceiling
 reached: training FLOPs per image x images/s over the measured float32 GEMM
@@ -26,7 +27,6 @@ import sys
 # OpenMP workers otherwise spin and steal the other framework's cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import platform  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
@@ -34,6 +34,12 @@ import warnings  # noqa: E402
 from dataclasses import dataclass, fields  # noqa: E402
 
 import numpy as np  # noqa: E402
+from _allocator import (  # noqa: E402  (beside this script)
+    cpu_model,
+    malloc_line,
+    pin_malloc,
+    unpinned_env,
+)
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
@@ -44,21 +50,6 @@ warnings.simplefilter("ignore", ConvergenceWarning)
 
 ALPHA = 1e-4
 MEMORY_STEPS = 11
-
-# glibc hands a freed block above its (adaptive) mmap threshold straight
-# back to the system, and trims the heap's top past the trim threshold;
-# the next block of that size is then faulted in page by page. PyTorch
-# allocates every activation anew, so its speed came to depend on what the
-# process had allocated before -- on which shapes ran earlier: measured on
-# this project's 2-core VM, its inference on 64x64x3 images at 3,900 or
-# 8,600 img/s, its batch-256 training at 5,900 or 10,200. With both
-# thresholds pinned, neither varies, and both reach the faster figure.
-# skcnn's workspace reuses its buffers, so its figures barely move (within
-# the noise). The timing process runs so (``--default-malloc``: not); the
-# memory workers run with the caller's allocator settings, as a user's.
-PINNED_MALLOC = (
-    "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
-)
 
 
 @dataclass(frozen=True)
@@ -246,60 +237,40 @@ def torch_train_rate(torch, shape, Xt, yt, n_steps):
     return n_steps * b / (time.perf_counter() - start), model
 
 
-def torch_infer_rates(torch, shape, model, X_infer):
-    """{memory format: images/s}, in chunks of at most ~64 MB per activation."""
-    widest = max(x.values_per_sample() for x in shape.network().layers[:-1])
-    chunk = max(1, min(1000, 2**24 // widest))
-    model.eval()
+# Images per forward pass tried for PyTorch's inference. Its speed depends
+# on it far more than skcnn's (which picks its own chunks): measured here,
+# the reference network at 36,500 img/s in passes of 128 images but 13,000
+# in passes of 1,000; (64, 128) filters 10,300 at 64, 3,800 at 1,000.
+TORCH_CHUNKS = (16, 32, 64, 128, 256, 512)
+TORCH_FORMATS = {"nchw": "contiguous_format", "nhwc": "channels_last"}
+
+
+def torch_infer_rate(torch, model, X_infer, fmt, chunk):
+    """Images/s of PyTorch's inference in ``fmt`` in passes of ``chunk``."""
+    memory_format = getattr(torch, TORCH_FORMATS[fmt])
+    model = model.eval().to(memory_format=memory_format)
     # the (n, H, W, C) array seen as NCHW is channels_last already: no copy
-    nhwc = torch.from_numpy(X_infer).permute(0, 3, 1, 2)
-    rates = {}
-    for fmt, memory_format in (
-        ("nchw", "contiguous_format"),
-        ("nhwc", "channels_last"),
-    ):
-        model = model.to(memory_format=getattr(torch, memory_format))
-        Xt = nhwc.contiguous(memory_format=getattr(torch, memory_format))
-        with torch.inference_mode():
-            model(Xt[:200])
-            start = time.perf_counter()
-            for i in range(0, len(Xt), chunk):
-                torch.softmax(model(Xt[i : i + chunk]), dim=1)
-            rates[fmt] = len(Xt) / (time.perf_counter() - start)
-    return rates
+    Xt = torch.from_numpy(X_infer).permute(0, 3, 1, 2)
+    Xt = Xt.contiguous(memory_format=memory_format)
+    with torch.inference_mode():
+        model(Xt[:chunk])
+        start = time.perf_counter()
+        for i in range(0, len(Xt), chunk):
+            torch.softmax(model(Xt[i : i + chunk]), dim=1)
+    return len(Xt) / (time.perf_counter() - start)
 
 
-# ------------------------------------------------------------- allocator
-
-
-def pinned_env(env):
-    """``env`` with ``PINNED_MALLOC`` added to its ``GLIBC_TUNABLES``."""
-    tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t]
-    return dict(env, GLIBC_TUNABLES=":".join(tunables + [PINNED_MALLOC]))
-
-
-def unpinned_env(env):
-    """``env`` as it was before :func:`pinned_env`."""
-    env = dict(env)
-    tunables = env.pop("GLIBC_TUNABLES", "").replace(PINNED_MALLOC, "")
-    tunables = ":".join(t for t in tunables.split(":") if t)
-    if tunables:
-        env["GLIBC_TUNABLES"] = tunables
-    return env
-
-
-def malloc_pinned():
-    return PINNED_MALLOC in os.environ.get("GLIBC_TUNABLES", "")
-
-
-def cpu_model():
-    """The CPU's model name: figures from different machines differ."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = [x for x in f if x.startswith("model name")]
-        return lines[0].split(":", 1)[1].strip()
-    except (OSError, IndexError):
-        return platform.processor() or platform.machine()
+def torch_best_inference(torch, model, X_infer):
+    """PyTorch's fastest ``(memory format, images per pass)`` for this
+    model, tried on a quarter of ``X_infer``: its eager best, as a user who
+    tunes the batch size would find it."""
+    sample = X_infer[: max(len(X_infer) // 4, max(TORCH_CHUNKS))]
+    rates = {
+        (fmt, chunk): torch_infer_rate(torch, model, sample, fmt, chunk)
+        for fmt in TORCH_FORMATS
+        for chunk in TORCH_CHUNKS
+    }
+    return max(rates, key=rates.get)
 
 
 # ---------------------------------------------------------------- memory
@@ -386,12 +357,6 @@ def blas_line():
     )
 
 
-def malloc_line():
-    if malloc_pinned():
-        return "glibc thresholds pinned for timing (mmap 32 MiB, trim 1 GiB)"
-    return "default"
-
-
 def median(values):
     return float(np.median(values)) if values else float("nan")
 
@@ -411,7 +376,7 @@ def measure(names, args, torch):
         X_infer = random_data(shape, shape.n_infer // (10 if args.quick else 1), 1)[0]
         Xt, yt = torch_tensors(torch, X, y) if torch else (None, None)
         runs = {"train": ([], []), "infer": ([], [])}
-        formats = []
+        best = None  # PyTorch's fastest inference setting, found once
         for _ in range(repeats):  # interleaved, so drift hits both alike
             rate, clf = skcnn_train_rate(shape, X, y, steps)
             runs["train"][0].append(rate)
@@ -421,14 +386,14 @@ def measure(names, args, torch):
                 rate, model = torch_train_rate(torch, shape, Xt, yt, steps)
                 runs["train"][1].append(rate)
                 if not shape.train_only:
-                    rates = torch_infer_rates(torch, shape, model, X_infer)
-                    runs["infer"][1].append(max(rates.values()))
-                    formats.append(max(rates, key=rates.get))
+                    best = best or torch_best_inference(torch, model, X_infer)
+                    rate = torch_infer_rate(torch, model, X_infer, *best)
+                    runs["infer"][1].append(rate)
         r = results[name] = {}
         for figure, (ours, theirs) in runs.items():
             ours, theirs = median(ours), median(theirs)
             r[figure] = {"skcnn": ours, "pytorch": theirs, "ratio": ratio(ours, theirs)}
-        r["infer"]["pytorch_format"] = max(formats, key=formats.count, default=None)
+        r["infer"]["pytorch_format"] = "{}/{}".format(*best) if best else None
         ours, method = peak_memory("skcnn", name, args.threads)
         theirs = peak_memory("torch", name, args.threads)[0] if torch else float("nan")
         r["peak_mb"] = {"skcnn": ours, "pytorch": theirs, "ratio": ratio(ours, theirs)}
@@ -448,18 +413,15 @@ def main():
     parser.add_argument(
         "--default-malloc",
         action="store_true",
-        help="time with glibc's adaptive thresholds (see PINNED_MALLOC)",
+        help="time with glibc's adaptive thresholds (see _allocator.py)",
     )
     parser.add_argument("--memory-worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_worker:
         memory_worker(*args.memory_worker, args.threads)
         return
-    glibc = platform.libc_ver()[0] == "glibc"
-    if glibc and not args.default_malloc and not malloc_pinned():
-        # glibc reads its tunables at start-up only: run again with them
-        sys.stdout.flush()
-        os.execve(sys.executable, [sys.executable] + sys.argv, pinned_env(os.environ))
+    if not args.default_malloc:
+        pin_malloc()  # runs this script again, pinned
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if var in os.environ:
             print(

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_shapes.py"
@@ -26,6 +27,7 @@ REFERENCE_PARAMS = 320 + 18_496 + 102_464 + 650
 def bench(monkeypatch):
     # the module sets OMP_WAIT_POLICY on import: keep the session's as it was
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.syspath_prepend(str(BENCH.parent))  # its modules beside it
     spec = importlib.util.spec_from_file_location("bench_shapes", BENCH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -81,21 +83,45 @@ def test_pytorch_networks_have_skcnn_param_counts():
     assert all(ours == theirs for ours, theirs in counts.values())
 
 
-def test_pinned_malloc_keeps_and_restores_the_callers_tunables(bench):
+@pytest.fixture
+def allocator(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    return importlib.import_module("_allocator")
+
+
+def test_pinned_malloc_keeps_and_restores_the_callers_tunables(allocator):
     user = {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=0", "OTHER": "1"}
-    pinned = bench.pinned_env(user)
+    pinned = allocator.pinned_env(user)
     assert pinned["GLIBC_TUNABLES"] == (
-        "glibc.malloc.tcache_count=0:" + bench.PINNED_MALLOC
+        "glibc.malloc.tcache_count=0:" + allocator.PINNED_MALLOC
     )
     assert pinned["OTHER"] == "1"
-    assert bench.unpinned_env(pinned) == user
+    assert allocator.unpinned_env(pinned) == user
     # none before: none after, not an empty variable
-    assert "GLIBC_TUNABLES" not in bench.unpinned_env(bench.pinned_env({"A": "b"}))
+    unpinned = allocator.unpinned_env(allocator.pinned_env({"A": "b"}))
+    assert "GLIBC_TUNABLES" not in unpinned
 
 
-def test_memory_workers_allocate_as_a_users_process(bench, monkeypatch):
+def test_pin_malloc_runs_the_script_again_once(allocator, monkeypatch):
+    calls = []
+    monkeypatch.setattr(allocator.os, "execve", lambda *a: calls.append(a))
+    monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    allocator.pin_malloc()
+    ((executable, argv, env),) = calls
+    assert argv[1:] == allocator.sys.argv
+    assert allocator.PINNED_MALLOC in env["GLIBC_TUNABLES"]
+    monkeypatch.setenv("GLIBC_TUNABLES", env["GLIBC_TUNABLES"])
+    allocator.pin_malloc()  # pinned already: nothing to do
+    monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("", ""))
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    allocator.pin_malloc()  # not glibc: its tunables mean nothing
+    assert len(calls) == 1
+
+
+def test_memory_workers_allocate_as_a_users_process(bench, allocator, monkeypatch):
     # the timing process's pinned thresholds would change the peak RSS
-    monkeypatch.setenv("GLIBC_TUNABLES", bench.PINNED_MALLOC)
+    monkeypatch.setenv("GLIBC_TUNABLES", allocator.PINNED_MALLOC)
     seen = {}
 
     def run(command, env, **kwargs):
@@ -107,8 +133,25 @@ def test_memory_workers_allocate_as_a_users_process(bench, monkeypatch):
     monkeypatch.setattr(bench.subprocess, "run", run)
     assert bench.peak_memory("skcnn", "ref", 2) == (1.0, "m")
     assert "--memory-worker" in seen["command"]
-    assert bench.PINNED_MALLOC not in seen["env"].get("GLIBC_TUNABLES", "")
+    assert allocator.PINNED_MALLOC not in seen["env"].get("GLIBC_TUNABLES", "")
 
 
-def test_cpu_model_is_named(bench):
-    assert bench.cpu_model().strip()
+def test_cpu_model_is_named(allocator):
+    assert allocator.cpu_model().strip()
+
+
+def test_pytorch_inference_is_timed_at_its_fastest_setting(bench, monkeypatch):
+    # every memory format and pass size is tried, on a quarter of the images
+    tried = []
+
+    def rate(torch, model, X, fmt, chunk):
+        tried.append((fmt, chunk, len(X)))
+        return {("nhwc", 64): 3.0, ("nchw", 256): 2.0}.get((fmt, chunk), 1.0)
+
+    monkeypatch.setattr(bench, "torch_infer_rate", rate)
+    X = np.zeros((4000, 2, 2, 1), np.float32)
+    assert bench.torch_best_inference(None, None, X) == ("nhwc", 64)
+    assert {(f, c) for f, c, _ in tried} == {
+        (f, c) for f in ("nchw", "nhwc") for c in bench.TORCH_CHUNKS
+    }
+    assert {n for _, _, n in tried} == {1000}
