@@ -105,3 +105,17 @@ def batchnorm_inference(z, scale, shift, mean, var):
     rows *= factor_
     rows += offset
     return z
+
+
+def batchnorm_folded(W, scale, shift, mean, var):
+    """``(W', bias)``: a convolution by ``W`` (..., F) then
+    :func:`batchnorm_inference`, as one convolution plus a bias.
+
+    With running statistics the normalization is ``z * factor + offset``
+    per channel, and ``conv(x, W) * factor == conv(x, W * factor)``: the
+    map's pass disappears, and with it the reason a max-pool could not run
+    first (a negative factor reverses the order; folded into ``W`` it no
+    longer comes after the pool). Equal to rounding.
+    """
+    factor = scale / np.sqrt(var + W.dtype.type(BATCH_NORM_EPSILON))
+    return W * factor, shift - mean * factor

@@ -21,7 +21,7 @@ import numpy as np
 from . import _workspace as ws
 from ._batchnorm import (
     batch_moments,
-    batchnorm_inference,
+    batchnorm_folded,
     batchnorm_input_grad,
     batchnorm_normalize,
     batchnorm_param_grads,
@@ -83,8 +83,9 @@ class ConvBlock:
     One fused layer, because the fusion is where the speed is: a max-pool
     commutes with a per-channel bias and any non-decreasing activation, so
     without batch norm it pools first and the bias and activation run on a
-    ph*pw times smaller map; and only the conv rows/columns a floor-mode
-    pool reads are computed (``conv_hw``).
+    ph*pw times smaller map -- and so at inference with batch norm, which is
+    then folded into the convolution's weights and bias; and only the conv
+    rows/columns a floor-mode pool reads are computed (``conv_hw``).
     """
 
     index: int  # position in coefs_ / intercepts_ (and the norm lists)
@@ -110,7 +111,10 @@ class ConvBlock:
 
     @property
     def pools_first(self):
-        # a normalization's scale may be negative: then max does not commute
+        """Whether a training step max-pools before bias and activation: not
+        with batch norm, whose scale may be negative (max does not commute
+        then). At inference batch norm is folded into the weights, and a
+        max-pool always comes first."""
         return self.pooling == "max" and not self.batch_norm
 
     @property
@@ -159,6 +163,9 @@ class ConvBlock:
             return self.normalize(weights, z, conv_cache, (mean, m2 / count))
         k = self.index
         W, b = weights.coefs[k], weights.intercepts[k]
+        if self.batch_norm:  # at inference: folded into the convolution
+            mean, var, scale = weights.means[k], weights.vars[k], weights.scales[k]
+            W, b = batchnorm_folded(W, scale, b, mean, var)
         act = ACTIVATIONS[self.activation]
         # at inference no cache: the im2col buffer is freed before the next
         # layer, or there is none (Winograd)
@@ -166,21 +173,16 @@ class ConvBlock:
             x, W, self.stride, self.pads, self.conv_hw, train, self.windows(train)
         )
         ph, pw = self.pool
-        if self.pools_first:
+        if self.pooling == "max":  # pools first (see pools_first)
             pooled, pool_cache = maxpool_forward(z, ph, pw, need_cache=train)
             rows, bias = per_channel(pooled, b)
             rows += bias
             z = out = act(pooled)
         else:
-            if not self.batch_norm:
-                rows, bias = per_channel(z, b)
-                rows += bias
-            else:
-                mean, var = weights.means[k], weights.vars[k]
-                z = batchnorm_inference(z, weights.scales[k], b, mean, var)
+            rows, bias = per_channel(z, b)
+            rows += bias
             z = act(z)
-            pool = maxpool_forward if self.pooling == "max" else avgpool_forward
-            out, pool_cache = pool(z, ph, pw, need_cache=train)
+            out, pool_cache = avgpool_forward(z, ph, pw, need_cache=train)
         if not train:
             return out, None
         return out, (conv_cache, pool_cache, z, None, None)

@@ -269,3 +269,48 @@ def test_per_channel_rows_view_the_map_and_tiles_match_broadcasting():
     assert per_channel(single, v[:1])[0] is single
     small = a[:1, :2].copy()
     assert per_channel(small, v)[0] is small
+
+
+@pytest.mark.parametrize("channels, filters", [(3, 4), (32, 32)])  # im2col, Winograd
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_batchnorm_block_at_inference_is_conv_norm_activation_pool(
+    channels, filters, pooling, activation
+):
+    # batch norm is folded into the convolution at inference, and a max-pool
+    # then runs first: the result must be the layer as defined, negative
+    # scales included (max does not commute with those before folding)
+    from skcnn._network import Design, build_network, initialize
+
+    design = Design(
+        conv_filters=(filters,),
+        batch_norm=True,
+        pooling=pooling,
+        activation=activation,
+        padding="same",
+        input_scaling=None,
+    )
+    net = build_network((6, 6, channels), design, 2, "softmax")
+    block = net.layers[0]
+    assert block.batch_norm and block.winograd == (channels == 32)
+    rng = np.random.default_rng(12)
+    weights = initialize(net, np.random.RandomState(0), np.float64)
+    weights.scales[0][:] = rng.uniform(0.5, 2, filters) * rng.choice([-1, 1], filters)
+    weights.intercepts[0][:] = rng.standard_normal(filters)
+    weights.means[0][:] = rng.standard_normal(filters)
+    weights.vars[0][:] = rng.uniform(0.1, 3, filters)
+    x = rng.standard_normal((3, 6, 6, channels))
+    out, cache = block.forward(weights, x, train=False)
+    assert cache is None
+    # by definition, in float64: convolution, normalization, activation, pool
+    W = weights.coefs[0]
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    z = sum(
+        padded[:, i : i + 6, j : j + 6] @ W[i, j] for i in range(3) for j in range(3)
+    )
+    z = (z - weights.means[0]) / np.sqrt(weights.vars[0] + 1e-5)
+    z = z * weights.scales[0] + weights.intercepts[0]
+    z = np.maximum(z, 0) if activation == "relu" else np.tanh(z)
+    windows = z.reshape(3, 3, 2, 3, 2, filters)
+    expected = windows.max(axis=(2, 4)) if pooling == "max" else windows.mean((2, 4))
+    np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-12)
