@@ -155,3 +155,17 @@ def test_pytorch_inference_is_timed_at_its_fastest_setting(bench, monkeypatch):
         (f, c) for f in ("nchw", "nhwc") for c in bench.TORCH_CHUNKS
     }
     assert {n for _, _, n in tried} == {1000}
+
+
+def test_pytorch_training_is_timed_in_its_faster_format(bench, monkeypatch):
+    tried = []
+
+    def rate(torch, shape, Xt, yt, n_steps, fmt="nchw"):
+        tried.append((fmt, n_steps))
+        return {"nchw": 2.0, "nhwc": 3.0}[fmt], None
+
+    monkeypatch.setattr(bench, "torch_train_rate", rate)
+    assert bench.torch_best_training(None, bench.SHAPES["ref"], None, None, 30) == (
+        "nhwc"
+    )
+    assert sorted(tried) == [("nchw", 10), ("nhwc", 10)]  # a third of the steps
