@@ -98,18 +98,9 @@ def batchnorm_backward(dout, cache):
     return batchnorm_input_grad(dout, cache, dscale, dshift, count), dscale, dshift
 
 
-def batchnorm_inference(z, scale, shift, mean, var):
-    """Normalize with running statistics: one per-channel affine map, in place."""
-    factor = scale / np.sqrt(var + z.dtype.type(BATCH_NORM_EPSILON))
-    rows, factor_, offset = per_channel(z, factor, shift - mean * factor)
-    rows *= factor_
-    rows += offset
-    return z
-
-
 def batchnorm_folded(W, scale, shift, mean, var):
-    """``(W', bias)``: a convolution by ``W`` (..., F) then
-    :func:`batchnorm_inference`, as one convolution plus a bias.
+    """``(W', bias)``: a convolution by ``W`` (..., F) then the
+    normalization with running statistics, as one convolution plus a bias.
 
     With running statistics the normalization is ``z * factor + offset``
     per channel, and ``conv(x, W) * factor == conv(x, W * factor)``: the

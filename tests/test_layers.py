@@ -11,7 +11,7 @@ from gradcheck import assert_gradient
 from numpy.testing import assert_array_equal
 from scipy.special import expit
 
-from skcnn._batchnorm import batchnorm_backward, batchnorm_forward, batchnorm_inference
+from skcnn._batchnorm import batchnorm_backward, batchnorm_folded, batchnorm_forward
 from skcnn._layers import (
     ACTIVATION_GRADS,
     ACTIVATIONS,
@@ -241,7 +241,7 @@ def test_batchnorm_gradients(shape):
     assert_gradient(dshift, f, shift)
 
 
-def test_batchnorm_normalizes_and_inference_matches_with_batch_stats():
+def test_batchnorm_normalizes_and_folded_inference_matches_with_batch_stats():
     rng = np.random.default_rng(9)
     z = rng.standard_normal((5, 4, 3, 2)) * 3 - 2
     out, _, (mean, var) = batchnorm_forward(z, np.ones(2), np.zeros(2))
@@ -249,7 +249,9 @@ def test_batchnorm_normalizes_and_inference_matches_with_batch_stats():
     np.testing.assert_allclose(out.std(axis=(0, 1, 2)), 1, rtol=1e-5)
     scale, shift = np.array([0.5, -2.0]), np.array([1.0, 3.0])
     train_out = batchnorm_forward(z, scale, shift)[0]
-    infer_out = batchnorm_inference(z.copy(), scale, shift, mean, var)
+    # folded into a 1x1 identity convolution: W' and a bias
+    W, bias = batchnorm_folded(np.eye(2)[None, None], scale, shift, mean, var)
+    infer_out = z @ W[0, 0] + bias
     np.testing.assert_allclose(infer_out, train_out, rtol=1e-12)
 
 
