@@ -1,4 +1,5 @@
-"""The benchmarks' allocator setting and machine description.
+"""The benchmarks' allocator setting, peak memory measurement and machine
+description.
 
 glibc hands a freed block above its (adaptive) mmap threshold straight back
 to the system, and trims the heap's top past the trim threshold; the next
@@ -17,6 +18,7 @@ process allocates.
 
 import os
 import platform
+import resource
 import sys
 
 PINNED_MALLOC = (
@@ -68,3 +70,28 @@ def cpu_model():
         return lines[0].split(":", 1)[1].strip()
     except (OSError, IndexError):
         return platform.processor() or platform.machine()
+
+
+def _status_bytes(field):
+    with open("/proc/self/status") as f:
+        return 1024 * next(int(x.split()[1]) for x in f if x.startswith(field + ":"))
+
+
+def peak_tracker():
+    """``(method, baseline bytes, peak() -> bytes)`` from now on.
+
+    Resets the kernel's high-water mark (Linux's clear_refs "5") so a peak
+    of the data loading is not mistaken for one of training; without it,
+    the ru_maxrss delta (a lower bound when loading peaked higher).
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return "VmHWM", _status_bytes("VmRSS"), lambda: _status_bytes("VmHWM")
+    except OSError:
+        scale = 1 if sys.platform == "darwin" else 1024  # bytes there, else kB
+
+        def maxrss():
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+        return "ru_maxrss", maxrss(), maxrss

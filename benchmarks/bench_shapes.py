@@ -30,7 +30,6 @@ import sys
 # OpenMP workers otherwise spin and steal the other framework's cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import resource  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -40,8 +39,14 @@ import numpy as np  # noqa: E402
 from _allocator import (  # noqa: E402  (beside this script)
     cpu_model,
     malloc_line,
+    peak_tracker,
     pin_malloc,
     unpinned_env,
+)
+from _pytorch import (  # noqa: E402  (beside this script)
+    TORCH_FORMATS,
+    torch_candidates,
+    torch_inference,
 )
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
@@ -230,12 +235,6 @@ def torch_steps(torch, model, opt, Xt, yt, batch, n_steps):
         opt.step()
 
 
-# PyTorch's memory formats: the benchmark times each framework at its best,
-# and PyTorch's channels_last trains 3-color networks 1.3-1.6x faster than
-# its default NCHW here (32x32x3, 64x64x3, batch norm); NCHW won elsewhere.
-TORCH_FORMATS = {"nchw": "contiguous_format", "nhwc": "channels_last"}
-
-
 def torch_train_rate(torch, shape, Xt, yt, n_steps, fmt="nchw"):
     """(images/s of ``n_steps`` steps in ``fmt`` after a warm-up one, the
     model)."""
@@ -263,79 +262,7 @@ def torch_training(torch, shape, Xt, yt, n_steps):
     return runs[fmt][0], fmt, runs[fmt][1]
 
 
-# Images per forward pass tried for PyTorch's inference. Its speed depends
-# on it far more than skcnn's (which picks its own chunks): measured here,
-# the reference network at 36,500 img/s in passes of 128 images but 13,000
-# in passes of 1,000; (64, 128) filters 10,300 at 64, 3,800 at 1,000.
-TORCH_CHUNKS = (16, 32, 64, 128, 256, 512)
-
-
-def torch_infer_rate(torch, model, X_infer, fmt, chunk):
-    """Images/s of PyTorch's inference in ``fmt`` in passes of ``chunk``."""
-    memory_format = getattr(torch, TORCH_FORMATS[fmt])
-    model = model.eval().to(memory_format=memory_format)
-    # the (n, H, W, C) array seen as NCHW is channels_last already: no copy
-    Xt = torch.from_numpy(X_infer).permute(0, 3, 1, 2)
-    Xt = Xt.contiguous(memory_format=memory_format)
-    with torch.inference_mode():
-        model(Xt[:chunk])
-        start = time.perf_counter()
-        for i in range(0, len(Xt), chunk):
-            torch.softmax(model(Xt[i : i + chunk]), dim=1)
-    return len(Xt) / (time.perf_counter() - start)
-
-
-def torch_candidates(torch, model, X_infer, keep=2):
-    """PyTorch's ``keep`` fastest ``(memory format, images per pass)`` for
-    this model: every setting tried twice on a quarter of ``X_infer``, its
-    better rate counting -- its eager best, as a user who tunes the batch
-    size would find it. The benchmark then times these on all images in
-    every repeat and keeps the faster: one setting chosen once was, in one
-    run of ten, half as fast on the whole set as the best."""
-    sample = X_infer[: max(len(X_infer) // 4, max(TORCH_CHUNKS))]
-    settings = [(fmt, chunk) for fmt in TORCH_FORMATS for chunk in TORCH_CHUNKS]
-    rates = {s: 0.0 for s in settings}
-    for _ in range(2):
-        for setting in settings:
-            rate = torch_infer_rate(torch, model, sample, *setting)
-            rates[setting] = max(rates[setting], rate)
-    return sorted(settings, key=rates.get, reverse=True)[:keep]
-
-
-def torch_inference(torch, model, X_infer, candidates):
-    """``(images/s, setting)`` of the fastest of ``candidates`` on all of
-    ``X_infer``."""
-    rates = {s: torch_infer_rate(torch, model, X_infer, *s) for s in candidates}
-    best = max(rates, key=rates.get)
-    return rates[best], best
-
-
 # ---------------------------------------------------------------- memory
-
-
-def _status_bytes(field):
-    with open("/proc/self/status") as f:
-        return 1024 * next(int(x.split()[1]) for x in f if x.startswith(field + ":"))
-
-
-def _peak_tracker():
-    """``(method, baseline bytes, peak() -> bytes)`` from now on.
-
-    Resets the kernel's high-water mark (Linux's clear_refs "5") so a peak
-    of the data loading is not mistaken for one of training; without it,
-    the ru_maxrss delta (a lower bound when loading peaked higher).
-    """
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return "VmHWM", _status_bytes("VmRSS"), lambda: _status_bytes("VmHWM")
-    except OSError:
-        scale = 1 if sys.platform == "darwin" else 1024  # bytes there, else kB
-
-        def maxrss():
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-        return "ru_maxrss", maxrss(), maxrss
 
 
 def memory_worker(framework, name, n_threads):
@@ -343,7 +270,7 @@ def memory_worker(framework, name, n_threads):
     shape = SHAPES[name]
     X, y = random_data(shape, MEMORY_STEPS * shape.batch)
     if framework == "skcnn":
-        method, base, peak = _peak_tracker()
+        method, base, peak = peak_tracker()
         with threadpool_limits(n_threads):
             clf = skcnn_model(shape)
             clf.partial_fit(X, y, classes=np.arange(shape.n_classes))
@@ -353,7 +280,7 @@ def memory_worker(framework, name, n_threads):
         torch.set_num_threads(n_threads)
         Xt, yt = torch_tensors(torch, X, y)
         del X  # PyTorch's copy is the loaded data
-        method, base, peak = _peak_tracker()
+        method, base, peak = peak_tracker()
         model = torch_model(torch, shape)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         torch_steps(torch, model, opt, Xt, yt, shape.batch, MEMORY_STEPS)
