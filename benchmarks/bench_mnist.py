@@ -25,6 +25,7 @@ import subprocess  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -36,6 +37,7 @@ from _allocator import (  # noqa: E402  (beside this script)
 )
 from _pytorch import (  # noqa: E402  (beside this script)
     TORCH_FORMATS,
+    faster_format,
     torch_candidates,
     torch_inference,
 )
@@ -145,11 +147,6 @@ def torch_epoch(torch, model, opt, X, y, batch_size):
         opt.step()
 
 
-# PyTorch at its best, as bench_shapes.py times it: in its faster memory
-# format (channels_last ran this network's inference 2.3x faster than NCHW
-# here, 36,000 against 16,000 img/s) and, for inference, pass size.
-
-
 def torch_tensors(torch, X, y, fmt="nchw"):
     memory_format = getattr(torch, TORCH_FORMATS[fmt])
     Xt = torch.from_numpy(X.reshape(-1, 1, 28, 28).copy())
@@ -157,22 +154,15 @@ def torch_tensors(torch, X, y, fmt="nchw"):
 
 
 def torch_train_rate(torch, X, y, batch_size, n_images, fmt="nchw"):
+    """``(images/s, None)`` in memory format ``fmt``: the benchmark times
+    both and keeps the faster (``faster_format``), as bench_shapes.py does."""
     model = torch_model(torch).to(memory_format=getattr(torch, TORCH_FORMATS[fmt]))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     Xt, yt = torch_tensors(torch, X[:n_images], y[:n_images], fmt)
     torch_epoch(torch, model, opt, Xt[:batch_size], yt[:batch_size], batch_size)
     start = time.perf_counter()
     torch_epoch(torch, model, opt, Xt, yt, batch_size)
-    return n_images / (time.perf_counter() - start)
-
-
-def torch_training_format(torch, X, y, batch_size, n_images):
-    """PyTorch's faster memory format at this batch size, each timed on a
-    third of the images."""
-    n = max(n_images // 3, 2 * batch_size)
-    return max(
-        TORCH_FORMATS, key=lambda f: torch_train_rate(torch, X, y, batch_size, n, f)
-    )
+    return n_images / (time.perf_counter() - start), None
 
 
 def torch_infer_rate(torch, X_test):
@@ -394,22 +384,22 @@ def main():
     repeats = args.repeats or 3
     n_images = 2560 if args.quick else 10240
     batches = (64, 128, 256)
-    results, formats = {}, {}  # PyTorch's faster training format per batch
+    results, won = {}, []  # the formats PyTorch trained faster in at 256
     with threadpool_limits(args.threads):
         peak = gemm_gflops()
         for batch in batches:
             for name in ("skcnn", "torch"):
                 results[(f"train img/s, batch {batch}", name)] = []
-            if torch:
-                formats[batch] = torch_training_format(torch, X, y, batch, n_images)
             for _ in range(repeats):  # interleaved, so drift hits both alike
                 results[(f"train img/s, batch {batch}", "skcnn")].append(
                     skcnn_train_rate(X, y, batch, n_images)
                 )
                 if torch:
-                    results[(f"train img/s, batch {batch}", "torch")].append(
-                        torch_train_rate(torch, X, y, batch, n_images, formats[batch])
+                    rate, fmt, _ = faster_format(
+                        partial(torch_train_rate, torch, X, y, batch, n_images)
                     )
+                    results[(f"train img/s, batch {batch}", "torch")].append(rate)
+                    won += [fmt] if batch == 256 else []
         key = "inference img/s, 10k test"
         results[(key, "skcnn")], results[(key, "torch")] = [], []
         for _ in range(repeats):
@@ -430,8 +420,10 @@ def main():
                 ("skcnn", skcnn_epochs(X, y, X_test, y_test, 20)),
                 (
                     "torch",
-                    # in the format found at batch 256, the nearest to its 200
-                    torch_epochs(torch, X, y, X_test, y_test, 20, formats[256])
+                    # in the format faster at batch 256, the nearest to its 200
+                    torch_epochs(
+                        torch, X, y, X_test, y_test, 20, max(won, key=won.count)
+                    )
                     if torch
                     else (),
                 ),

@@ -34,6 +34,7 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from dataclasses import dataclass, fields  # noqa: E402
+from functools import partial  # noqa: E402
 
 import numpy as np  # noqa: E402
 from _allocator import (  # noqa: E402  (beside this script)
@@ -45,6 +46,7 @@ from _allocator import (  # noqa: E402  (beside this script)
 )
 from _pytorch import (  # noqa: E402  (beside this script)
     TORCH_FORMATS,
+    faster_format,
     torch_candidates,
     torch_inference,
 )
@@ -249,19 +251,6 @@ def torch_train_rate(torch, shape, Xt, yt, n_steps, fmt="nchw"):
     return n_steps * b / (time.perf_counter() - start), model
 
 
-def torch_training(torch, shape, Xt, yt, n_steps):
-    """``(images/s, format, model)`` of PyTorch's faster memory format for
-    training this network: both timed, every repeat (a format chosen once
-    was the wrong one in some runs: the noise here is larger than the
-    difference on some networks)."""
-    runs = {
-        fmt: torch_train_rate(torch, shape, Xt, yt, n_steps, fmt)
-        for fmt in TORCH_FORMATS
-    }
-    fmt = max(runs, key=lambda f: runs[f][0])
-    return runs[fmt][0], fmt, runs[fmt][1]
-
-
 # ---------------------------------------------------------------- memory
 
 
@@ -349,7 +338,9 @@ def measure(names, args, torch):
             if not shape.train_only:
                 runs["infer"][0].append(skcnn_infer_rate(clf, X_infer))
             if torch:
-                rate, fmt, model = torch_training(torch, shape, Xt, yt, steps)
+                rate, fmt, model = faster_format(
+                    partial(torch_train_rate, torch, shape, Xt, yt, steps)
+                )
                 runs["train"][1].append(rate)
                 won["train"].append(fmt)
                 if not shape.train_only:

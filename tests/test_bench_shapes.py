@@ -172,14 +172,12 @@ def test_pytorch_inference_is_timed_at_its_fastest_settings(pytorch_side, monkey
     )
 
 
-def test_pytorch_training_is_timed_in_its_faster_format(bench, monkeypatch):
+def test_pytorch_training_is_timed_in_its_faster_format(pytorch_side):
     tried = []
 
-    def rate(torch, shape, Xt, yt, n_steps, fmt="nchw"):
-        tried.append((fmt, n_steps))
+    def train(fmt):
+        tried.append(fmt)
         return {"nchw": 2.0, "nhwc": 3.0}[fmt], fmt + " model"
 
-    monkeypatch.setattr(bench, "torch_train_rate", rate)
-    result = bench.torch_training(None, bench.SHAPES["ref"], None, None, 30)
-    assert result == (3.0, "nhwc", "nhwc model")
-    assert sorted(tried) == [("nchw", 30), ("nhwc", 30)]
+    assert pytorch_side.faster_format(train) == (3.0, "nhwc", "nhwc model")
+    assert sorted(tried) == ["nchw", "nhwc"]
