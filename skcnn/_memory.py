@@ -87,7 +87,7 @@ def _winograd_sizes(block, part_rows, itemsize):
 def _winograd_weights(arch, train):
     """Values of the weights' transforms one part's Winograd block holds."""
     sizes = [
-        weight_values(b.in_shape[2], b.filters, train)
+        weight_values(b.in_shape[2], b.filters, b.conv_hw, train)
         for b in arch.conv_blocks
         if b.winograd
     ]

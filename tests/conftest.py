@@ -21,3 +21,14 @@ def images():
     score = X[:, :3, :, 0].mean(axis=(1, 2))
     y = np.digitize(score, np.quantile(score, [1 / 3, 2 / 3]))
     return X, y
+
+
+@pytest.fixture(params=[2, 3, 4], ids=["2x2-tiles", "3x3-tiles", "4x4-tiles"])
+def winograd_tiles(request, monkeypatch):
+    """Every Winograd convolution computed on ``m x m`` output tiles,
+    whatever its output size: the rule picks by size, and every tile size
+    must be right on every shape."""
+    from skcnn import _winograd
+
+    monkeypatch.setattr(_winograd, "_TILE_COST", {request.param: 1.0})
+    return request.param

@@ -46,7 +46,7 @@ def test_window_view_and_unwindowed():
 # (n, H, W, C, F, kernel, stride, pads, out_hw, windows): im2col with few
 # channels (copied channels-first) and many (channels-last), strides,
 # padding and crops, square and oblong windows; Winograd (3x3, >= 32
-# channels and filters), which has 2x2 windows only
+# channels and filters), which has 2x2 windows only, on 2x2 and 4x4 tiles
 CASES = [
     (2, 8, 8, 1, 4, 3, 1, VALID, (6, 6), (2, 2)),
     (2, 9, 7, 3, 5, 3, 1, SAME, (9, 6), (3, 2)),
@@ -55,11 +55,13 @@ CASES = [
     (2, 6, 6, 6, 5, 2, 1, ((0, 1), (0, 1)), (6, 6), (3, 3)),
     (2, 13, 13, 32, 40, 3, 1, VALID, (10, 10), (2, 2)),
     (3, 8, 6, 33, 32, 3, 1, SAME, (8, 6), (2, 2)),
+    (2, 16, 16, 32, 33, 3, 1, SAME, (16, 16), (2, 2)),
+    (2, 18, 16, 32, 32, 3, 1, SAME, (18, 16), (2, 2)),  # 4x4 tiles overhang
 ]
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_conv2d_windows_match_pixel_order(case):
+def test_conv2d_windows_match_pixel_order(case, winograd_tiles):
     n, height, width, channels, filters, k, stride, pads, out_hw, windows = case
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, height, width, channels))

@@ -1,4 +1,4 @@
-"""Winograd F(2x2, 3x3) convolution against the im2col convolution."""
+"""Winograd F(2x2, 3x3) and F(4x4, 3x3) convolution against im2col's."""
 
 import numpy as np
 import pytest
@@ -36,12 +36,13 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_float64_matches_im2col(case):
+def test_float64_matches_im2col(case, winograd_tiles):
     n, height, width, channels, filters, pads, out_hw = case
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, height, width, channels))
     W = rng.standard_normal((3, 3, channels, filters))
     expected, _ = conv2d_forward(x, W, 1, pads, out_hw)
+    assert _winograd.tile_size(expected.shape[1:3]) == winograd_tiles
     got = winograd_conv3x3(x, W, pads, out_hw)
     assert got.shape == expected.shape
     assert got.dtype == np.float64
@@ -53,9 +54,9 @@ def test_chunks_of_unequal_sizes(monkeypatch, n, sizes):
     # at most 3 images per chunk here: as few chunks as that allows, as
     # equal as can be (not 3, 3 and a last chunk of 1)
     tiles, channels, filters = 4 * 4, 3, 4
-    monkeypatch.setattr(_winograd, "_CHUNK_BYTES", 3 * tiles * filters * 8)
-    assert _winograd.images_per_chunk(tiles, channels, filters, 8) == 3
-    step, chunks = _winograd._chunks(n, tiles, channels, filters, 8)
+    monkeypatch.setattr(_winograd, "_CHUNK_BYTES", 3 * 36 * tiles * filters * 8)
+    assert _winograd.images_per_chunk(tiles, channels, filters, 8, 6) == 3
+    step, chunks = _winograd._chunks(n, tiles, channels, filters, 8, 6)
     assert step == min(n, 3) and [count for _, count in chunks] == sizes
     assert [start for start, _ in chunks] == list(np.cumsum([0] + sizes[:-1]))
     rng = np.random.default_rng(1)
@@ -66,7 +67,7 @@ def test_chunks_of_unequal_sizes(monkeypatch, n, sizes):
 
 
 @pytest.mark.parametrize("case", [CASES[2], CASES[9], CASES[10]])
-def test_float32_stays_float32_and_close(case):
+def test_float32_stays_float32_and_close(case, winograd_tiles):
     n, height, width, channels, filters, pads, out_hw = case
     rng = np.random.default_rng(2)
     x = rng.random((n, height, width, channels))
@@ -74,9 +75,22 @@ def test_float32_stays_float32_and_close(case):
     expected, _ = conv2d_forward(x, W, 1, pads, out_hw)
     got = winograd_conv3x3(x.astype(np.float32), W.astype(np.float32), pads, out_hw)
     assert got.dtype == np.float32
-    # measured: about 3e-7 of the largest output, less than im2col's error
+    # measured: about 3e-7 of the largest output with 2x2 tiles, 2e-6 to
+    # 4e-6 with 4x4 ones (their transforms hold 1/6 and 1/24)
     scale = np.abs(expected).max()
     assert np.abs(got - expected).max() <= 1e-5 * scale
+
+
+def test_tile_size_rule():
+    # the least area covered, weighted by each tile size's cost per pixel
+    assert _winograd.tile_size((16, 16)) == 4
+    assert _winograd.tile_size((32, 32)) == 4
+    assert _winograd.tile_size((14, 14)) == 2  # 16x16 at 0.78 against 14x14
+    assert _winograd.tile_size((10, 10)) == 2  # 12x12 at 0.78: 112 against 100
+    assert _winograd.tile_size((9, 9)) == 3
+    assert _winograd.tile_size((6, 6)) == 3
+    assert _winograd.tile_size((2, 2)) == 2
+    assert _winograd.tile_size((2, 8)) == 2  # 2x8 against 3x9 or 4x8
 
 
 def test_rule():
@@ -92,7 +106,7 @@ def test_rule():
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("chunk_bytes", [None, 1])
-def test_gradients_match_im2col(monkeypatch, case, chunk_bytes):
+def test_gradients_match_im2col(monkeypatch, case, chunk_bytes, winograd_tiles):
     if chunk_bytes:  # one image per chunk
         monkeypatch.setattr(_winograd, "_CHUNK_BYTES", chunk_bytes)
     n, height, width, channels, filters, pads, out_hw = case
@@ -113,7 +127,7 @@ def test_gradients_match_im2col(monkeypatch, case, chunk_bytes):
     assert_allclose(dW_alone, dW_expected, rtol=0, atol=1e-10)
 
 
-def test_float32_gradients_stay_float32_and_close():
+def test_float32_gradients_stay_float32_and_close(winograd_tiles):
     rng = np.random.default_rng(6)
     x = rng.random((3, 9, 9, 33))
     W = rng.standard_normal((3, 3, 33, 32)) / np.sqrt(9 * 33)
@@ -198,7 +212,7 @@ GRADCHECKS = [
 
 
 @pytest.mark.parametrize("name, args", GRADCHECKS)
-def test_network_gradients_by_winograd(spy, monkeypatch, name, args):
+def test_network_gradients_by_winograd(spy, monkeypatch, name, args, winograd_tiles):
     monkeypatch.setattr(_winograd, "MIN_CHANNELS", 1)
     test = getattr(test_network, f"test_network_gradients_{name}")
     if name == "with_batch_norm":
