@@ -120,7 +120,7 @@ class ConvBlock:
     @property
     def winograd(self):
         """Whether the convolution runs by Winograd's algorithm (no im2col)."""
-        return winograd_wins(self.coef_shape, self.stride)
+        return winograd_wins(self.coef_shape, self.stride, self.conv_hw)
 
     def windows(self, train=True):
         """The pooling windows the convolution's output comes in (see

@@ -190,11 +190,6 @@ def conv2d_forward(
         The im2col rows (possibly a Fortran-ordered view), the padded
         input's shape and the windows, or a Winograd cache.
     """
-    if winograd_wins(W.shape, stride):
-        if windows not in (None, (2, 2)):
-            raise ValueError(f"Winograd's output comes in 2x2 windows, not {windows}")
-        windowed = windows is not None
-        return winograd_forward(x, W, pads, out_hw, need_cache, windowed)
     n, height, width, channels = x.shape
     (top, bottom), (left, right) = pads
     padded_shape = (n, height + top + bottom, width + left + right, channels)
@@ -204,6 +199,11 @@ def conv2d_forward(
             (padded_shape[1] - kh) // stride + 1,
             (padded_shape[2] - kw) // stride + 1,
         )
+    if winograd_wins(W.shape, stride, out_hw):
+        if windows not in (None, (2, 2)):
+            raise ValueError(f"Winograd's output comes in 2x2 windows, not {windows}")
+        windowed = windows is not None
+        return winograd_forward(x, W, pads, out_hw, need_cache, windowed)
     out_h, out_w = out_hw
     if kw * channels < 16:  # measured: runs of 16+ copy as fast channels-last
         cols = _im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w, windows)

@@ -67,23 +67,30 @@ from ._winograd_tiles import (
 WinogradCache = namedtuple("WinogradCache", "V x_shape pads out_hw windowed")
 
 # Measured on 1 thread, float32, parts of 2 to 32 images (the engine's
-# parts hold 2 to 18): Winograd beats im2col + GEMM once the 3x3
+# parts hold 2 to 18), 2x2 tiles: Winograd beats im2col + GEMM once the 3x3
 # convolution has 32 input channels and 32 filters or more, x1.15 to x1.7
 # forward and x1.3 to x1.7 forward + backward (13x13x32 -> 64,
 # 14x14x64 -> 128, 16x16x32 -> 64, 8x8x64 -> 128). With fewer the
 # transforms, whose cost grows with C + F, outweigh the GEMMs' saving,
 # which grows with C F: 32x32x16 -> 32 is x0.94 on a part of 4 images
 # (x1.2 on 16 or more), 32x32x3 -> 32 x0.8, and a first layer on one
-# channel x0.1 (a GEMM with C = 1 is no GEMM).
+# channel x0.1 (a GEMM with C = 1 is no GEMM). 4x4 tiles, whose transforms
+# cost less per output, win from 16 channels and filters: x1.2 to x1.7
+# forward and x1.5 to x2.0 forward + backward (32x32x16 -> 32,
+# 64x64x16 -> 32, 16x16x16 -> 32, 32x32x32 -> 16; parts of 4 to 16
+# images), where 8 -> 16 channels ran x0.87 forward.
 MIN_CHANNELS = 32
 
 
-def winograd_wins(kernel_shape, stride):
+def winograd_wins(kernel_shape, stride, out_hw):
     """Whether a convolution with weights of ``kernel_shape`` (kh, kw, C,
-    F) at ``stride`` runs faster by Winograd's algorithm."""
+    F) at ``stride`` into an ``out_hw`` output runs faster by Winograd's
+    algorithm."""
     kh, kw, channels, filters = kernel_shape
-    small = min(channels, filters) < MIN_CHANNELS
-    return (kh, kw) == (3, 3) and stride == 1 and not small
+    if (kh, kw) != (3, 3) or stride != 1:
+        return False
+    least = MIN_CHANNELS // 2 if tile_size(out_hw) == 4 else MIN_CHANNELS
+    return min(channels, filters) >= least
 
 
 # Images per chunk: the a * a GEMMs of a chunk together read and write at

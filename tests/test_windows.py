@@ -119,6 +119,10 @@ def test_which_convolutions_come_windowed():
     assert not first.winograd and second.winograd
     assert first.windows() == second.windows() == (2, 2)
     blocks = _block((64, 64, 3), (16, 32, 64), 2, padding="same")
+    assert [b.winograd for b in blocks] == [False, True, True]  # 4x4 tiles
+    assert [b.windows() for b in blocks] == [(2, 2)] * 3
+    blocks = _block((36, 36, 3), (16, 32, 64), 2, padding="same")
+    assert [b.winograd for b in blocks] == [False, False, True]  # 18x18: 3x3 tiles
     assert [b.windows() for b in blocks] == [(2, 2), None, (2, 2)]
     assert [b.windows(train=False) for b in blocks] == [(2, 2)] * 3
     first, second = _block((27, 27, 1), (32, 64), 3)

@@ -94,14 +94,18 @@ def test_tile_size_rule():
 
 
 def test_rule():
-    assert winograd_wins((3, 3, 32, 32), 1)
-    assert winograd_wins((3, 3, 64, 128), 1)
-    assert not winograd_wins((3, 3, 16, 32), 1)  # measured slower
-    assert not winograd_wins((3, 3, 32, 16), 1)
-    assert not winograd_wins((3, 3, 1, 64), 1)  # a first layer
-    assert not winograd_wins((3, 3, 64, 64), 2)
-    assert not winograd_wins((5, 5, 64, 64), 1)
-    assert not winograd_wins((2, 3, 64, 64), 1)  # a kernel clipped to the map
+    big = (16, 16)  # 4x4 tiles
+    assert winograd_wins((3, 3, 32, 32), 1, (14, 14))
+    assert winograd_wins((3, 3, 64, 128), 1, (14, 14))
+    assert not winograd_wins((3, 3, 16, 32), 1, (14, 14))  # measured slower
+    assert not winograd_wins((3, 3, 32, 16), 1, (10, 10))
+    assert winograd_wins((3, 3, 16, 32), 1, big)  # 4x4 tiles: from 16
+    assert winograd_wins((3, 3, 32, 16), 1, big)
+    assert not winograd_wins((3, 3, 8, 16), 1, big)
+    assert not winograd_wins((3, 3, 1, 64), 1, big)  # a first layer
+    assert not winograd_wins((3, 3, 64, 64), 2, big)
+    assert not winograd_wins((5, 5, 64, 64), 1, big)
+    assert not winograd_wins((2, 3, 64, 64), 1, big)  # a kernel clipped to the map
 
 
 @pytest.mark.parametrize("case", CASES)
