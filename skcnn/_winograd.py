@@ -1,4 +1,4 @@
-"""Winograd F(m x m, 3x3) convolution and its gradients, m = 2, 3 or 4
+"""Winograd F(m x m, 3x3) convolution and its gradients, m = 2 to 5
 (Lavin & Gray, 2015).
 
 A 3x3 cross-correlation at stride 1 computed on m x m output tiles: each
@@ -7,9 +7,9 @@ transformed (``V = B^T d B``, ``U = G g G^T``), multiplied elementwise, and
 transformed back (``Y = A^T (U * V) A``). Summed over input channels, the
 elementwise products are ``a^2`` independent GEMMs of ``(tiles, C) @ (C,
 F)``. Per output pixel and channel pair that is 4 multiplies with 2x2
-tiles, 2.8 with 3x3 and 2.25 with 4x4 ones, where im2col makes 9; the
-transformed input is that many times the input, where im2col's rows are 9
-times.
+tiles, 2.8, 2.25 and 1.96 with 3x3, 4x4 and 5x5 ones, where im2col makes
+9; the transformed input is that many times the input, where im2col's
+rows are 9 times.
 
 The 2-D transforms are small matrices: mostly zeros and small integers,
 but BLAS applies them at memory speed in one or two calls, where adds of
@@ -32,8 +32,8 @@ overlapping sum of the tiles' ``B (E U^T) B^T``: ``a^2`` GEMMs of
 Larger tiles take fewer multiplies and move fewer values per output, but
 cover the output in steps of ``m``: :func:`tile_size` weighs the area
 each size covers (a 14x14 map costs 16x16 in 4x4 tiles) by its measured
-cost per pixel. The transforms of 3x3 and 4x4 tiles hold 1/6 and 1/24,
-so a float32 result is within ~4e-6 of the largest output (2x2 tiles:
+cost per pixel. The transforms of larger tiles hold 1/6, 1/24, 1/60...,
+so a float32 result is within ~5e-6 of the largest output (2x2 tiles:
 ~3e-7), far below what training notices.
 
 Tensors are channels-last as in ``_layers``; the dtype is preserved. The
@@ -119,14 +119,16 @@ def _tiles(out_hw, m):
 # The time per output pixel of each tile size, relative to 2x2 tiles'. An
 # output costs its tiles' area (past the output too: overhanging tiles are
 # computed and dropped) times this. Measured on 12x12 and 24x24 outputs
-# (which all three tile exactly), 32 -> 64 and 64 -> 128 channels, 1
-# thread: 3x3 tiles 0.66-0.92 (prediction and training), 4x4 tiles
-# 0.59-0.74. Rounded up: on the 14x14 and 10x10 maps of whole networks
-# (the (64, 128) and average-pooling ones, the reference one) 4x4 tiles,
-# 0.87-0.95 of 2x2 tiles' time alone, trained and predicted no faster, so
-# those keep 2x2 tiles; 16x16 and 32x32 maps take 4x4 tiles, 6x6 and 9x9
-# ones 3x3 tiles.
-_TILE_COST = {2: 1.0, 3: 0.9, 4: 0.78}
+# (which 2x2 to 4x4 tiles cover exactly), 32 -> 64 and 64 -> 128 channels,
+# 1 thread: 3x3 tiles 0.66-0.92 (prediction and training), 4x4 tiles
+# 0.59-0.74; 5x5 tiles 0.81-1.0 on 10x10 and 20x20 outputs. Rounded up by
+# whole networks, 2 threads: on 14x14 maps (the (64, 128) and
+# average-pooling networks) 4x4 and 5x5 tiles, at most 0.95 of 2x2 tiles'
+# time alone, trained and predicted 0-5 % slower, so those keep 2x2
+# tiles; the reference network's 10x10 maps take 5x5 tiles (1.2x per
+# layer, +2 % training, +4 % prediction), 16x16 and 32x32 maps 4x4 tiles,
+# 6x6 and 9x9 ones 3x3 tiles.
+_TILE_COST = {2: 1.0, 3: 0.9, 4: 0.78, 5: 0.9}
 
 
 def tile_size(out_hw):

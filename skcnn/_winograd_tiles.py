@@ -1,5 +1,5 @@
 """Winograd convolution's tiles: the transforms of F(m x m, 3x3) (m = 2
-or 4), and the moves between channels-last maps and their tiles.
+to 5), and the moves between channels-last maps and their tiles.
 
 See :mod:`~skcnn._winograd` for the algorithm. A tile array has shape
 ``(i, j, n, tiles_h, tiles_w, C)``: ``[i, j, :, t, s]`` is pixel ``(i, j)``
@@ -20,8 +20,14 @@ def prefix(buffer, shape):
     return buffer[: prod(shape)].reshape(shape)
 
 
-# B^T, G, A^T of F(2x2, 3x3) and F(4x4, 3x3) (interpolation points 0, +-1
-# and 0, +-1, +-2, as in Lavin & Gray), by tile size.
+# B^T, G, A^T of F(m x m, 3x3) by tile size m: Toom-Cook with the
+# interpolation points 0, +-1 (m = 2), 2 (3), -2 (4), 1/2 (5) and infinity
+# -- for m = 2 and 4 Lavin & Gray's matrices. ``A^T`` holds the points'
+# powers, ``G`` their powers over the product of their differences to the
+# other points, and ``B^T`` solves ``A^T[i, j] G[j, k] B^T[j, t] = [t == i
+# + k]`` (summed over j). B^T and A^T are exact in binary for these points,
+# G is not (1/3, 1/6, ...): a float32 result is within ~5e-6 of the largest
+# output with m = 3 to 5, ~3e-7 with m = 2.
 _MATRICES = {
     2: (
         [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
@@ -69,6 +75,33 @@ _MATRICES = {
             [0, 1, -1, 8, -8, 1],
         ],
     ),
+    5: (
+        [
+            [-2, 4, 5 / 2, -5, -1 / 2, 1, 0],
+            [0, 2, -2, -9 / 2, 1 / 2, 1, 0],
+            [0, -2, 6, -7 / 2, -3 / 2, 1, 0],
+            [0, 1, -3 / 2, -2, 3 / 2, 1, 0],
+            [0, -1, 5 / 2, 0, -5 / 2, 1, 0],
+            [0, 4, 0, -5, 0, 1, 0],
+            [0, -2, 4, 5 / 2, -5, -1 / 2, 1],
+        ],
+        [
+            [-1 / 2, 0, 0],
+            [-1 / 3, -1 / 3, -1 / 3],
+            [1 / 9, -1 / 9, 1 / 9],
+            [1 / 36, 1 / 18, 1 / 9],
+            [-1 / 60, 1 / 30, -1 / 15],
+            [32 / 45, 16 / 45, 8 / 45],
+            [0, 0, 1],
+        ],
+        [
+            [1, 1, 1, 1, 1, 1, 0],
+            [0, 1, -1, 2, -2, 1 / 2, 0],
+            [0, 1, 1, 4, 4, 1 / 4, 0],
+            [0, 1, -1, 8, -8, 1 / 8, 0],
+            [0, 1, 1, 16, 16, 1 / 16, 1],
+        ],
+    ),
 }
 
 
@@ -76,7 +109,7 @@ _MATRICES = {
 # 2x2 tiles' ran faster as one GEMM of the whole (X kron X) (16x16 or 4x16),
 # measured 1.05-1.1x on the layers of 10x10 to 14x14 maps, 1 thread; 4x4
 # tiles' 36x36 ones ran 0.55-0.6x.
-SEPARABLE = {2: False, 3: True, 4: True}
+SEPARABLE = {2: False, 3: True, 4: True, 5: True}
 
 
 class _Transforms:

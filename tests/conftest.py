@@ -23,7 +23,7 @@ def images():
     return X, y
 
 
-@pytest.fixture(params=[2, 3, 4], ids=["2x2-tiles", "3x3-tiles", "4x4-tiles"])
+@pytest.fixture(params=[2, 3, 4, 5], ids=lambda m: f"{m}x{m}-tiles")
 def winograd_tiles(request, monkeypatch):
     """Every Winograd convolution computed on ``m x m`` output tiles,
     whatever its output size: the rule picks by size, and every tile size

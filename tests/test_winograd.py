@@ -85,8 +85,9 @@ def test_tile_size_rule():
     # the least area covered, weighted by each tile size's cost per pixel
     assert _winograd.tile_size((16, 16)) == 4
     assert _winograd.tile_size((32, 32)) == 4
-    assert _winograd.tile_size((14, 14)) == 2  # 16x16 at 0.78 against 14x14
-    assert _winograd.tile_size((10, 10)) == 2  # 12x12 at 0.78: 112 against 100
+    assert _winograd.tile_size((14, 14)) == 2  # 15x15 at 0.9, 16x16 at 0.78
+    assert _winograd.tile_size((10, 10)) == 5  # 10x10 at 0.9
+    assert _winograd.tile_size((5, 5)) == 5
     assert _winograd.tile_size((9, 9)) == 3
     assert _winograd.tile_size((6, 6)) == 3
     assert _winograd.tile_size((2, 2)) == 2
