@@ -135,11 +135,20 @@ def tile_size(out_hw):
     """``m`` of the F(m x m, 3x3) that computes an ``out_hw`` output the
     fastest: larger tiles cost less per pixel, but cover the output in
     steps of ``m``."""
-    cost = {
-        m: per_pixel * prod(m * t for t in _tiles(out_hw, m))
-        for m, per_pixel in _TILE_COST.items()
-    }
-    return min(cost, key=lambda m: (cost[m], m))
+    # memoized for the cost table in force: a one-image predict asks a
+    # dozen times, and the choice took ~3 us
+    global _memo
+    costs, chosen = _memo
+    if costs is not _TILE_COST:
+        _memo = costs, chosen = _TILE_COST, {}
+    key = tuple(out_hw)
+    if key not in chosen:
+        cost = {m: c * prod(m * t for t in _tiles(key, m)) for m, c in costs.items()}
+        chosen[key] = min(cost, key=lambda m: (cost[m], m))
+    return chosen[key]
+
+
+_memo = (None, {})
 
 
 WinogradValues = namedtuple("WinogradValues", "kept forward predict backward dx")
