@@ -126,8 +126,9 @@ class ConvBlock:
         """The pooling windows the convolution's output comes in (see
         :func:`~skcnn._layers.conv2d_forward`), or None for pixel order.
 
-        Where they cost the convolution nothing: Winograd's output tiles
-        are 2x2 windows, and im2col rows can come in any order -- except
+        Where they cost the convolution little: Winograd's 2x2 output tiles
+        are the windows (larger tiles reach them in one or two copies of
+        the output), and im2col rows can come in any order -- except
         where a training step needs the layer's input gradient (not in a
         first layer), which would have to put them back. The pooling then
         reads contiguous blocks: measured 2.4 times faster forward and 1.6

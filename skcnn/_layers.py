@@ -181,7 +181,8 @@ def conv2d_forward(
         blocks instead of strided views (measured 2.4 times faster forward,
         1.6 times backward on 26x26x32 maps), and the windows cost the
         convolution nothing: its output rows are computed
-        in that order (with Winograd, only 2x2 windows: its output tiles).
+        in that order (with Winograd, only 2x2 windows: see
+        :func:`~skcnn._winograd.winograd_forward`).
 
     Returns
     -------

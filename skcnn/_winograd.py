@@ -244,7 +244,8 @@ def winograd_forward(
     """Cross-correlate ``x`` with a 3x3 kernel ``W`` at stride 1 (no bias).
 
     The same result as :func:`~skcnn._layers.conv2d_forward` with
-    ``stride=1`` (to rounding), by Winograd's F(2x2, 3x3).
+    ``stride=1`` (to rounding), by Winograd's F(m x m, 3x3), ``m`` from
+    :func:`tile_size`.
 
     Parameters
     ----------
@@ -259,11 +260,11 @@ def winograd_forward(
     need_cache : bool, default=False
         Whether to return what :func:`winograd_backward` needs.
     windowed : bool, default=False
-        Return the output in 2x2 windows (``out_hw`` must be even): the
-        output tiles are the windows of a 2x2 pooling, so their transform
-        writes them there as they are -- no scatter into the map, and the
-        pooling reads four contiguous blocks (see
-        :func:`~skcnn._layers.conv2d_forward`'s ``windows``).
+        Return the output in 2x2 windows (``out_hw`` must be even), so that
+        the pooling reads four contiguous blocks (see
+        :func:`~skcnn._layers.conv2d_forward`'s ``windows``). 2x2 tiles are
+        those windows: their transform writes the blocks as they are; 4x4
+        tiles reach them in one copy, odd ones through the pixel order.
 
     Returns
     -------

@@ -1,4 +1,4 @@
-"""Winograd F(2x2, 3x3) and F(4x4, 3x3) convolution against im2col's."""
+"""Winograd F(m x m, 3x3) convolution, m = 2 to 5, against im2col's."""
 
 import numpy as np
 import pytest
