@@ -120,7 +120,6 @@ class _Transforms:
 
     def __init__(self, m, dtype):
         BT, G, AT = (np.array(x, dtype=float) for x in _MATRICES[m])
-        self.m, self.a = m, m + 2
         self.separable = SEPARABLE[m]
         if self.separable:
             BT, AT = BT.astype(dtype), AT.astype(dtype)
