@@ -28,7 +28,7 @@ def profile_step(shape, name, steps=20):
     import skcnn._engine as engine
     from skcnn._engine import Batch, loss_and_gradients
     from skcnn._layers import ACTIVATION_GRADS, ACTIVATIONS
-    from skcnn._parallel import n_parts
+    from skcnn._parallel import training_parts
 
     totals, stack, layer = {}, [], [None]
     network = shape.network()
@@ -105,7 +105,7 @@ def profile_step(shape, name, steps=20):
             start = time.perf_counter()
             loss_and_gradients(network, weights, Batch(X[rows], Y[rows]), ALPHA)
             step_total += time.perf_counter() - start
-    parts = n_parts(shape.batch, network.max_values_per_sample())
+    parts = training_parts(shape.batch, network.max_values_per_sample())
     n_conv = len(shape.conv_filters)
     print(f"\n{name}: {shape.label()}")
     print(

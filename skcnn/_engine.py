@@ -20,6 +20,7 @@ from ._parallel import (
     reduce_parts,
     reduce_slices,
     split,
+    training_parts,
 )
 
 # Activation values (not bytes) one prediction chunk may hold at its widest
@@ -64,13 +65,13 @@ def loss_and_gradients(net, weights, batch, alpha, n_threads=1):
     n being the number of samples (or the sum of their weights); intercepts
     are not penalised. A large enough batch is split into parts (how many
     depends on the batch and the architecture only, see
-    :func:`~skcnn._parallel.n_parts`) computed on up to ``n_threads``
+    :func:`~skcnn._parallel.training_parts`) computed on up to ``n_threads``
     threads, each with a single-threaded BLAS, and their gradients summed in
     part order: the result is the same bits whatever ``n_threads``.
     """
     n = batch.x.shape[0]
     total = weight_total(batch.sample_weight, n)
-    parts = n_parts(n, net.max_values_per_sample())
+    parts = training_parts(n, net.max_values_per_sample())
     if net.batch_norm:
         step = _NormStages(net, weights, batch, total, parts).run(n_threads)
     else:

@@ -25,7 +25,7 @@ from . import _engine
 from ._blocks import Standardize
 from ._image import resolve_image_shape
 from ._network import Design, build_network
-from ._parallel import blas_threads, n_parts
+from ._parallel import blas_threads, n_parts, training_parts
 from ._params import check_augment, resolve_batch_size
 from ._sysmem import available_memory
 from ._winograd import chunk_share, values_per_image, weight_values
@@ -239,11 +239,14 @@ def fit_estimate(
     # weight array.
     # With batch norm every part's activations live until the backward pass
     # (the parts meet at each normalization), as the whole batch's would.
-    parts = n_parts(batch, arch.max_values_per_sample())
+    parts = training_parts(batch, arch.max_values_per_sample())
     workers = min(parts, blas_threads())
     # an epoch's last, smaller batch may be split into larger parts, and the
     # workspace keeps the buffers of both
-    part_rows = max(_part_rows(batch, arch), _part_rows(n_samples % batch, arch))
+    part_rows = max(
+        _part_rows(batch, arch, training_parts),
+        _part_rows(n_samples % batch, arch, training_parts),
+    )
     rows = batch if arch.batch_norm else min(batch, workers * part_rows)
     grads = min(parts, 3 * workers)
     shift = None if augment is None else augment[0]
@@ -288,11 +291,12 @@ def predict_estimate(arch, n_samples, itemsize):
     return _predict_bytes(arch, n_samples, itemsize, rows, part_rows, workers)
 
 
-def _part_rows(n_rows, arch):
-    """Rows in the largest part of ``n_rows`` rows (0 for no rows)."""
+def _part_rows(n_rows, arch, parts=n_parts):
+    """Rows in the largest of the ``parts(...)`` parts of ``n_rows`` rows (0
+    for no rows)."""
     if not n_rows:
         return 0
-    return -(-n_rows // n_parts(n_rows, arch.max_values_per_sample()))
+    return -(-n_rows // parts(n_rows, arch.max_values_per_sample()))
 
 
 def predict_bound(arch, n_samples, itemsize):

@@ -179,7 +179,33 @@ def n_parts(n_rows, values_per_row):
     thread count -- so the computation, and its rounding, is the same
     whatever the machine's load or thread settings.
     """
-    by_size = max(1, min(n_rows, (n_rows * values_per_row) // _MIN_VALUES_PER_PART))
+    return _power_of_two(n_rows, (n_rows * values_per_row) // _MIN_VALUES_PER_PART)
+
+
+def training_parts(n_rows, values_per_row):
+    """How many parts to split a training step's ``n_rows`` rows into.
+
+    As :func:`n_parts`, but parts of at least twice as many values: a
+    training part runs the backward pass too, and each part adds a set of
+    gradients to sum. Yet never fewer than two parts where :func:`n_parts`
+    would split at all, so that two threads still share a smaller batch.
+    Measured on 2 threads against :func:`n_parts` alone (training img/s):
+    +13 % on 32x32x3 images, +5-13 % on 64x64x3, +5-10 % on the reference
+    network at batch 128 and +13 % at 256, +3-6 % with (64, 128) filters;
+    the same at batch 64 (two parts either way). The one loss: -7-11 % on
+    28x28x1 images with average pooling and "same" padding, whose 4 parts of
+    32 rows become 2 of 64 as the reference network's do.
+    """
+    values = n_rows * values_per_row
+    by_size = values // (2 * _MIN_VALUES_PER_PART)
+    if by_size:  # n_parts would split: at least two parts
+        by_size = max(by_size, 2)
+    return _power_of_two(n_rows, by_size)
+
+
+def _power_of_two(n_rows, by_size):
+    # the largest power of two <= by_size, at least 1 and at most n_rows
+    by_size = max(1, min(n_rows, by_size))
     return 1 << (int(by_size).bit_length() - 1)
 
 

@@ -91,11 +91,38 @@ def test_n_parts():
     assert parallel.n_parts(3, 10**9) == 2
 
 
+def test_training_parts():
+    # at least twice _MIN_VALUES_PER_PART values per part...
+    assert parallel.training_parts(128, 28800) == 2  # 3.52 parts' worth of 2**20
+    assert parallel.training_parts(200, 28800) == 4  # 5.49
+    assert parallel.training_parts(128, 32768) == 4  # exactly 4
+    assert parallel.training_parts(256, 21632) == 4  # the reference net, 5.28
+    # ...but two parts wherever n_parts would split at all
+    assert parallel.training_parts(72, 28800) == 2  # 1.98 parts' worth
+    assert parallel.training_parts(64, 2**14) == 2  # exactly 2**20 values
+    assert parallel.training_parts(64, 2**14 - 1) == 1  # one value short
+    assert parallel.training_parts(2, 10) == 1  # too little work
+    assert parallel.training_parts(1, 10**9) == 1  # one row cannot be split
+    assert parallel.training_parts(3, 10**9) == 2  # at most one part per row
+    for n in range(1, 600, 7):
+        for values in (100, 5000, 28800, 10**6):
+            parts = parallel.training_parts(n, values)
+            assert parts & (parts - 1) == 0  # a power of two
+            assert min(2, parallel.n_parts(n, values)) <= parts
+            assert parts <= parallel.n_parts(n, values)
+
+
 def test_parts_do_not_depend_on_threads():
     # the split follows the data and architecture, never the thread limit
     with threadpool_limits(1):
-        one = [parallel.n_parts(n, 5000) for n in range(1, 600, 7)]
-    assert [parallel.n_parts(n, 5000) for n in range(1, 600, 7)] == one
+        one = [
+            (parallel.n_parts(n, 5000), parallel.training_parts(n, 5000))
+            for n in range(1, 600, 7)
+        ]
+    assert [
+        (parallel.n_parts(n, 5000), parallel.training_parts(n, 5000))
+        for n in range(1, 600, 7)
+    ] == one
 
 
 def test_blas_threads_ignores_skcnn_own_limit_held_by_another_thread():
