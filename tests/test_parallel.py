@@ -112,6 +112,32 @@ def test_training_parts():
             assert parts <= parallel.n_parts(n, values)
 
 
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_training_splits_into_fewer_parts_than_prediction(monkeypatch, batch_norm):
+    design = Design(conv_filters=(3,), hidden_layer_sizes=(5,), batch_norm=batch_norm)
+    arch = build_network((8, 8, 1), design, 3, "softmax")
+    rng = np.random.RandomState(0)
+    weights = initialize(arch, rng, np.float32)
+    x = rng.uniform(size=(16, 8, 8, 1)).astype(np.float32)
+    Y = np.eye(3, dtype=np.float32)[rng.randint(0, 3, 16)]
+    # parts of 4 rows' values: prediction in 4 parts, training in 2
+    values = arch.max_values_per_sample()
+    monkeypatch.setattr(parallel, "_MIN_VALUES_PER_PART", 4 * values)
+    rows = []  # the images each convolution of a part gets
+    real = blocks.conv2d_forward
+
+    def counting(x, *args, **kwargs):
+        rows.append(len(x))
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(blocks, "conv2d_forward", counting)
+    loss_and_gradients(arch, weights, Batch(x, Y), 0.0, 2)
+    assert rows == [8, 8]
+    rows.clear()
+    engine.predict_rows(arch, weights, x.reshape(16, -1), (8, 8, 1))
+    assert rows == [4, 4, 4, 4]
+
+
 def test_parts_do_not_depend_on_threads():
     # the split follows the data and architecture, never the thread limit
     with threadpool_limits(1):
