@@ -1,10 +1,11 @@
-"""Time per layer and op of one skcnn training step, for any bench_shapes shape.
+"""Time per layer and op of one skcnn training step and of prediction, for
+any bench_shapes shape.
 
 Used by ``python benchmarks/bench_shapes.py --profile SHAPE``.
 """
 
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from unittest import mock
 
 import numpy as np
@@ -15,23 +16,22 @@ from skcnn._network import initialize
 from skcnn._workspace import workspace
 
 
-def profile_step(shape, name, steps=20):
-    """Time per layer and op of one skcnn training step, on one thread.
+@contextmanager
+def _timed_ops():
+    """Wrap the ``_blocks`` primitives, activations and layer specs with
+    timers; yields the dict of seconds by op and layer it fills.
 
-    The ``_blocks`` primitives and activations are wrapped with timers; the
-    layer specs' forward/backward set which layer is running (the engine
-    may split a batch into parts, each meeting every layer). Times are
-    exclusive: a layer's "rest" (its GEMMs for a dense layer) excludes the
-    timed ops inside it.
+    The layer specs' forward/backward set which layer is running (the
+    engine may split a batch into parts, each meeting every layer). Times
+    are exclusive: a layer's "rest" (its GEMMs for a dense layer, bias and
+    batch-norm folding for a conv block at inference) excludes the timed
+    ops inside it.
     """
     import skcnn._blocks as blocks
     import skcnn._engine as engine
-    from skcnn._engine import Batch, loss_and_gradients
     from skcnn._layers import ACTIVATION_GRADS, ACTIVATIONS
-    from skcnn._parallel import training_parts
 
     totals, stack, layer = {}, [], [None]
-    network = shape.network()
 
     def run(key, fn, args, kwargs):
         stack.append(0.0)  # time spent in timed ops nested inside this one
@@ -86,17 +86,45 @@ def profile_step(shape, name, steps=20):
         patched += [
             (cls, w, layer_timer(f"{kind} {w}", getattr(cls, w))) for w in methods
         ]
-    weights = initialize(network, np.random.RandomState(0), np.float32)
-    X, y = random_data(shape, 4 * shape.batch)
-    Y = np.eye(shape.n_classes, dtype=np.float32)[y]
-    step_total = 0.0
-    # in a workspace, as in a fit: without it the steps' page faults count
-    with ExitStack() as patches, threadpool_limits(1), workspace():
+    with ExitStack() as patches:
         for owner, attribute, fn in patched:
             patches.enter_context(mock.patch.object(owner, attribute, fn))
         for table, way in zip((ACTIVATIONS, ACTIVATION_GRADS), ways):
             relu = op_timer(f"relu_{way}", table["relu"])
             patches.enter_context(mock.patch.dict(table, relu=relu))
+        yield totals
+
+
+def _print_table(title, totals, total, count):
+    print(title)
+    print(f"{'op':44s} {'ms':>8s} {'share':>7s}")
+    rows = sorted(totals.items(), key=lambda kv: -kv[1])
+    rows.append(("loss, L2, part sums, glue", total - sum(totals.values())))
+    for key, seconds in rows:
+        print(f"{key:44s} {1000 * seconds / count:8.2f} {seconds / total:7.1%}")
+    print(f"{'total':44s} {1000 * total / count:8.2f}")
+
+
+def profile_step(shape, name, steps=20):
+    """Time per layer and op of one skcnn training step, then of predicting
+    one chunk of images (``predict_proba``'s inner loop), on one thread."""
+    from skcnn._engine import (
+        PREDICT_CHUNK_VALUES,
+        Batch,
+        loss_and_gradients,
+        predict_rows,
+    )
+    from skcnn._parallel import n_parts, training_parts
+
+    network = shape.network()
+    weights = initialize(network, np.random.RandomState(0), np.float32)
+    X, y = random_data(shape, 4 * shape.batch)
+    Y = np.eye(shape.n_classes, dtype=np.float32)[y]
+    n_conv = len(shape.conv_filters)
+    print(f"\n{name}: {shape.label()}")
+    step_total = 0.0
+    # in a workspace, as in a fit: without it the steps' page faults count
+    with _timed_ops() as totals, threadpool_limits(1), workspace():
         for step in range(steps + 2):
             rows = slice((step % 4) * shape.batch, (step % 4 + 1) * shape.batch)
             if step == 2:
@@ -106,15 +134,32 @@ def profile_step(shape, name, steps=20):
             loss_and_gradients(network, weights, Batch(X[rows], Y[rows]), ALPHA)
             step_total += time.perf_counter() - start
     parts = training_parts(shape.batch, network.max_values_per_sample())
-    n_conv = len(shape.conv_filters)
-    print(f"\n{name}: {shape.label()}")
-    print(
+    _print_table(
         f"One training step, batch {shape.batch} ({parts} part(s)), one thread, "
-        f"mean of {steps}; conv blocks are layers 1-{n_conv}, dense {n_conv + 1}+"
+        f"mean of {steps}; conv blocks are layers 1-{n_conv}, dense {n_conv + 1}+",
+        totals,
+        step_total,
+        steps,
     )
-    print(f"{'op':44s} {'ms':>8s} {'share':>7s}")
-    rows = sorted(totals.items(), key=lambda kv: -kv[1])
-    rows.append(("loss, L2, part sums, glue", step_total - sum(totals.values())))
-    for key, seconds in rows:
-        print(f"{key:44s} {1000 * seconds / steps:8.2f} {seconds / step_total:7.1%}")
-    print(f"{'total':44s} {1000 * step_total / steps:8.2f}")
+    # prediction: one chunk as predict_proba computes it (no workspace)
+    values = network.max_values_per_sample()
+    chunk = min(len(X), max(1, PREDICT_CHUNK_VALUES // values))
+    flat = X[:chunk].reshape(chunk, -1)
+    image_shape = X.shape[1:]
+    passes = 5 * steps
+    with _timed_ops() as totals, threadpool_limits(1):
+        for k in range(passes + 2):
+            if k == 2:
+                totals.clear()
+                predict_total = 0.0
+            start = time.perf_counter()
+            predict_rows(network, weights, flat, image_shape)
+            if k >= 2:
+                predict_total += time.perf_counter() - start
+    _print_table(
+        f"\nPredicting {chunk} images (one chunk, "
+        f"{n_parts(chunk, values)} part(s)), one thread, mean of {passes}",
+        totals,
+        predict_total,
+        passes,
+    )
