@@ -42,7 +42,7 @@ from ._pooling import (
     maxpool_backward,
     maxpool_forward,
 )
-from ._winograd import values_per_image, winograd_wins
+from ._winograd import prepared_kernel, values_per_image, winograd_wins
 
 
 @dataclass(frozen=True)
@@ -163,15 +163,17 @@ class ConvBlock:
             count, mean, m2 = batch_moments(z)
             return self.normalize(weights, z, conv_cache, (mean, m2 / count))
         k = self.index
-        W, b = weights.coefs[k], weights.intercepts[k]
-        if self.batch_norm:  # at inference: folded into the convolution
-            mean, var, scale = weights.means[k], weights.vars[k], weights.scales[k]
-            W, b = batchnorm_folded(W, scale, b, mean, var)
+        if train:
+            W, b, U = weights.coefs[k], weights.intercepts[k], None
+        elif weights.inference is not None:  # prepared once for the call
+            W, b, U = weights.inference[k]
+        else:
+            W, b, U = self.inference_kernel(weights)
         act = ACTIVATIONS[self.activation]
         # at inference no cache: the im2col buffer is freed before the next
         # layer, or there is none (Winograd)
         z, conv_cache = conv2d_forward(
-            x, W, self.stride, self.pads, self.conv_hw, train, self.windows(train)
+            x, W, self.stride, self.pads, self.conv_hw, train, self.windows(train), U
         )
         ph, pw = self.pool
         if self.pooling == "max":  # pools first (see pools_first)
@@ -187,6 +189,21 @@ class ConvBlock:
         if not train:
             return out, None
         return out, (conv_cache, pool_cache, z, None, None)
+
+    def inference_kernel(self, weights):
+        """``(W, bias, U)`` the block predicts with: batch norm folded into
+        the convolution, and ``U`` the Winograd transform of ``W`` (None for
+        im2col). A predict call computes them once for all its parts
+        (:func:`~skcnn._network.for_inference`): the transform of a
+        (64, 128)-filter layer takes ~140 us, a tenth of a 16-image part of
+        32x32x3 images."""
+        k = self.index
+        W, b = weights.coefs[k], weights.intercepts[k]
+        if self.batch_norm:
+            mean, var, scale = weights.means[k], weights.vars[k], weights.scales[k]
+            W, b = batchnorm_folded(W, scale, b, mean, var)
+        U = prepared_kernel(W, self.conv_hw) if self.winograd else None
+        return W, b, U
 
     # A batch-normalized block in training runs in two halves around the
     # batch statistics, so that a minibatch split into parts can meet there

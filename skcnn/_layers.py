@@ -153,6 +153,7 @@ def conv2d_forward(
     out_hw=None,
     need_cache=True,
     windows=None,
+    kernel=None,
 ):
     """Cross-correlate ``x`` with ``W`` (no bias; the caller adds it).
 
@@ -183,6 +184,9 @@ def conv2d_forward(
         convolution nothing: its output rows are computed
         in that order (with Winograd, only 2x2 windows: see
         :func:`~skcnn._winograd.winograd_forward`).
+    kernel : ndarray, default=None
+        ``W``'s Winograd transform, if computed already
+        (:func:`~skcnn._winograd.prepared_kernel`); unused by im2col.
 
     Returns
     -------
@@ -204,7 +208,7 @@ def conv2d_forward(
         if windows not in (None, (2, 2)):
             raise ValueError(f"Winograd's output comes in 2x2 windows, not {windows}")
         windowed = windows is not None
-        return winograd_forward(x, W, pads, out_hw, need_cache, windowed)
+        return winograd_forward(x, W, pads, out_hw, need_cache, windowed, kernel)
     out_h, out_w = out_hw
     if kw * channels < 16:  # measured: runs of 16+ copy as fast channels-last
         cols = _im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w, windows)

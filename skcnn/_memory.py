@@ -84,10 +84,11 @@ def _winograd_sizes(block, part_rows, itemsize):
     return sizes._replace(**dict(zip(sizes._fields[1:], chunked)))
 
 
-def _winograd_weights(arch, train):
-    """Values of the weights' transforms one part's Winograd block holds."""
+def _winograd_weights(arch):
+    """Values of the weights' transforms one training part's Winograd block
+    holds."""
     sizes = [
-        weight_values(b.in_shape[2], b.filters, b.conv_hw, train)
+        weight_values(b.in_shape[2], b.filters, b.conv_hw, train=True)
         for b in arch.conv_blocks
         if b.winograd
     ]
@@ -254,7 +255,7 @@ def fit_estimate(
     per_sample = step_values_per_sample(
         arch, part_rows, itemsize, est.dropout, shift, in_flight
     )
-    activations = rows * per_sample + workers * _winograd_weights(arch, train=True)
+    activations = rows * per_sample + workers * _winograd_weights(arch)
     activations *= _WORKSPACE_SLACK
     # A dense layer's weight gradient is not computed per part: its factors
     # (the layer's inputs and output gradients) are collected from every
@@ -288,7 +289,7 @@ def predict_estimate(arch, n_samples, itemsize):
     part_rows = max(_part_rows(chunk, arch), _part_rows(n_samples % chunk, arch))
     workers = min(parts, blas_threads())
     rows = min(n_samples, workers * part_rows)
-    return _predict_bytes(arch, n_samples, itemsize, rows, part_rows, workers)
+    return _predict_bytes(arch, n_samples, itemsize, rows, part_rows)
 
 
 def _part_rows(n_rows, arch, parts=n_parts):
@@ -308,19 +309,33 @@ def predict_bound(arch, n_samples, itemsize):
     # twice a chunk: parts of a last, shorter chunk are at most twice a full
     # chunk's, and no more of them run at once than a chunk has
     rows = min(n_samples, 2 * chunk)
-    return _predict_bytes(arch, n_samples, itemsize, rows, 1, n_parts(chunk, values))
+    return _predict_bytes(arch, n_samples, itemsize, rows, 1)
 
 
-def _predict_bytes(arch, n_samples, itemsize, rows, part_rows, workers):
+def _predict_bytes(arch, n_samples, itemsize, rows, part_rows):
     """Peak bytes of predicting with ``rows`` samples' activations alive, in
-    parts of ``part_rows`` rows on ``workers`` threads."""
+    parts of ``part_rows`` rows."""
     # the output and what predict / predict_proba make of it (a binary
     # output is stacked with its complement)
     n_outputs = arch.dense_sizes[-1]
     outputs = n_samples * (4 if n_outputs == 1 else n_outputs + 2)
     values = rows * predict_values_per_sample(arch, part_rows, itemsize) + outputs
-    values += workers * _winograd_weights(arch, train=False)
+    values += _inference_kernels(arch)
     return int(_HEADROOM * values * itemsize)
+
+
+def _inference_kernels(arch):
+    """Values a predict call prepares once for all its parts (see
+    :func:`~skcnn._network.for_inference`): each Winograd block's
+    transformed kernel, each batch-normalized block's folded one."""
+    values = 0
+    for block in arch.conv_blocks:
+        if block.winograd:
+            channels, filters = block.in_shape[2], block.filters
+            values += weight_values(channels, filters, block.conv_hw, train=False)
+        if block.batch_norm:
+            values += prod(block.coef_shape) + block.filters
+    return values
 
 
 # --------------------------------------------------------------------------

@@ -7,7 +7,7 @@ and backward passes are plain loops over the list. Parameters live in a
 ``intercepts_`` and batch-norm arrays), gradients in a :class:`Grads`.
 """
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 
 import numpy as np
@@ -23,6 +23,8 @@ class Weights:
     ``coefs`` and ``intercepts`` hold one array per conv block and dense
     layer (``coefs_`` / ``intercepts_``); with batch normalization,
     ``scales``, ``means`` and ``vars`` one per conv block, else None.
+    ``inference`` is set only on a predict call's own copy
+    (:func:`for_inference`).
     """
 
     coefs: list
@@ -32,6 +34,8 @@ class Weights:
     vars: list = None
     input_offset: np.ndarray = None  # the input scaling, per channel
     input_scale: np.ndarray = None
+    # per conv block, what it predicts with (see for_inference)
+    inference: dict = None
 
     def trainable(self):
         """What the optimizer updates, in its fixed order."""
@@ -255,6 +259,15 @@ def initialize(net, rng, dtype):
         weights.means = [np.zeros(f, dtype=dtype) for f in filters]
         weights.vars = [np.ones(f, dtype=dtype) for f in filters]
     return weights
+
+
+def for_inference(net, weights):
+    """``weights`` with each conv block's inference kernel prepared
+    (:meth:`~skcnn._blocks.ConvBlock.inference_kernel`): computed once for a
+    predict call, shared by its parts (read-only) instead of recomputed by
+    each. Never kept beyond the call: the estimator's arrays may change."""
+    inference = {b.index: b.inference_kernel(weights) for b in net.conv_blocks}
+    return replace(weights, inference=inference)
 
 
 def forward(net, weights, x, train=False, masks=None, stop=None):

@@ -212,6 +212,12 @@ def chunk_share(in_shape, filters, out_hw, n, itemsize):
     return min(n, step) / n
 
 
+def prepared_kernel(W, out_hw):
+    """``W``'s transform for an ``out_hw`` output, as :func:`winograd_forward`
+    computes it (its ``U``)."""
+    return kernel_transform(W, tile_size(out_hw))
+
+
 def weight_values(channels, filters, out_hw, train):
     """Values the weights' transforms occupy while one call computes an
     ``out_hw`` output: ``U``; in the backward pass also its transpose, the
@@ -239,7 +245,13 @@ def _chunks(n, per_image, channels, filters, itemsize, a):
 
 
 def winograd_forward(
-    x, W, pads=((0, 0), (0, 0)), out_hw=None, need_cache=False, windowed=False
+    x,
+    W,
+    pads=((0, 0), (0, 0)),
+    out_hw=None,
+    need_cache=False,
+    windowed=False,
+    U=None,
 ):
     """Cross-correlate ``x`` with a 3x3 kernel ``W`` at stride 1 (no bias).
 
@@ -265,6 +277,10 @@ def winograd_forward(
         :func:`~skcnn._layers.conv2d_forward`'s ``windows``). 2x2 tiles are
         those windows: their transform writes the blocks as they are; 4x4
         tiles reach them in one copy, odd ones through the pixel order.
+    U : ndarray of shape (a * a, C, F), default=None
+        ``W``'s transform (:func:`prepared_kernel`), if computed already:
+        a predict call computes it once, not once per part of its images.
+        Computed here when None (or made for another tile size or dtype).
 
     Returns
     -------
@@ -282,7 +298,8 @@ def winograd_forward(
     tiles_h, tiles_w = _tiles(out_hw, m)
     per_image, dtype = tiles_h * tiles_w, x.dtype
     T = transforms(m, dtype)
-    U = kernel_transform(W.astype(dtype, copy=False), m)
+    if U is None or U.shape[0] != a * a or U.dtype != dtype:
+        U = kernel_transform(W.astype(dtype, copy=False), m)
     if windowed:
         assert out_hw[0] % 2 == 0 and out_hw[1] % 2 == 0, out_hw
         out = ws.empty((4, n, out_hw[0] // 2, out_hw[1] // 2, filters), dtype)

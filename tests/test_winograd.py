@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 import test_network
-from numpy.testing import assert_allclose
+from numpy.testing import assert_allclose, assert_array_equal
+from threadpoolctl import threadpool_info, threadpool_limits
 
-from skcnn import CNNClassifier, _layers, _winograd
+from skcnn import CNNClassifier, _blocks, _engine, _layers, _parallel, _winograd
 from skcnn._layers import conv2d_backward, conv2d_forward
 from skcnn._winograd import (
     WinogradCache,
@@ -201,6 +202,41 @@ def test_prediction_by_winograd_matches_im2col(spy, monkeypatch):
     expected = clf.predict_proba(X)
     assert spy == []
     assert_allclose(proba, expected, rtol=0, atol=1e-10)
+
+
+def test_prediction_prepares_each_kernel_once_under_one_blas_thread(monkeypatch):
+    # a predict call in many parts folds each batch norm and transforms each
+    # Winograd kernel once, not once per part, under the parts' one-thread
+    # BLAS limit: a multi-threaded BLAS would wake threads that spin beside
+    # the parts'
+    rng = np.random.default_rng(5)
+    X = rng.random((12, 10 * 10 * 2)).astype(np.float32)
+    y = np.arange(12) % 3
+    clf = CNNClassifier(
+        image_shape=(10, 10, 2),
+        conv_filters=(32, 32),  # im2col (2 channels), then Winograd
+        padding="same",
+        batch_norm=True,
+        max_iter=2,
+        random_state=0,
+    ).fit(X, y)
+    monkeypatch.setattr(_parallel, "_MIN_VALUES_PER_PART", 1)  # 8 parts
+    blas_threads = []
+    real = _blocks.prepared_kernel
+
+    def recording(W, out_hw):
+        info = threadpool_info()
+        blas_threads.append({i["num_threads"] for i in info if i["user_api"] == "blas"})
+        return real(W, out_hw)
+
+    monkeypatch.setattr(_blocks, "prepared_kernel", recording)
+    with threadpool_limits(limits=2, user_api="blas"):
+        proba = clf.predict_proba(X)
+    assert blas_threads == [{1}]
+    # the same bits as each part preparing its own
+    monkeypatch.setattr(_engine, "for_inference", lambda net, weights: weights)
+    assert_array_equal(clf.predict_proba(X), proba)
+    assert len(blas_threads) == 1 + 8  # 8: the parts
 
 
 # test_network's whole-network gradient checks, every 3x3 convolution at
