@@ -190,7 +190,7 @@ def training_parts(n_rows, values_per_row):
     gradients to sum. Yet never fewer than two parts where :func:`n_parts`
     would split at all, so that two threads still share a smaller batch.
     Measured on 2 threads against :func:`n_parts` alone (training img/s):
-    +13 % on 32x32x3 images, +5-13 % on 64x64x3, +5-10 % on the reference
+    +13 % on 32x32x3 images, +1-13 % on 64x64x3, +5-10 % on the reference
     network at batch 128 and +13 % at 256, +3-6 % with (64, 128) filters;
     the same at batch 64 (two parts either way). The one loss: -7-11 % on
     28x28x1 images with average pooling and "same" padding, whose 4 parts of

@@ -190,8 +190,9 @@ def _transform(matrix, src, out, stage, columns_first=False):
 def kernel_transform(W, m):
     """``G g G^T`` for every (channel, filter) pair: (3, 3, C, F) -> (a * a, C, F).
 
-    Cheap (a * a * C * F values), so computed on every call: nothing to
-    cache on objects that several threads share.
+    Cheap (a * a * C * F values), so computed on every call -- a predict
+    call's parts share one (:func:`~skcnn._network.for_inference`) --: nothing
+    is cached on objects that several threads share.
     """
     kernel = transforms(m, W.dtype).kernel
     return (kernel @ W.reshape(9, -1)).reshape((-1,) + W.shape[2:])
