@@ -137,16 +137,7 @@ class _Transforms:
         if self.separable:
             return _transform(matrix, src, out, stage, columns_first)
         rows, cols = matrix.shape
-        src, out = src.reshape(cols, -1), out.reshape(rows, -1)
-        # in blocks of columns: OpenBLAS multiplied (4 x 16) by (16 x 25,088)
-        # in one call 2.2x slower than in blocks of 4,096 columns (the
-        # 36 x 36 and 6 x 6 matrices of larger tiles run no faster so)
-        for j in range(0, src.shape[1], _COLUMNS):
-            np.matmul(matrix, src[:, j : j + _COLUMNS], out=out[:, j : j + _COLUMNS])
-        return out
-
-
-_COLUMNS = 4096  # see _Transforms.apply
+        return np.matmul(matrix, src.reshape(cols, -1), out=out.reshape(rows, -1))
 
 
 # Made once: np.kron and the casts cost ~100 us, a call on a small part
