@@ -95,11 +95,25 @@ def _timed_ops():
         yield totals
 
 
-def _print_table(title, totals, total, count):
+def _timed_runs(run, count, totals):
+    """Seconds of ``count`` calls of ``run(k)`` after two warm-up calls,
+    whose op times are dropped from ``totals`` too."""
+    total = 0.0
+    for k in range(count + 2):
+        if k == 2:
+            totals.clear()
+            total = 0.0
+        start = time.perf_counter()
+        run(k)
+        total += time.perf_counter() - start
+    return total
+
+
+def _print_table(title, totals, total, count, rest):
     print(title)
     print(f"{'op':44s} {'ms':>8s} {'share':>7s}")
     rows = sorted(totals.items(), key=lambda kv: -kv[1])
-    rows.append(("loss, L2, part sums, glue", total - sum(totals.values())))
+    rows.append((rest, total - sum(totals.values())))
     for key, seconds in rows:
         print(f"{key:44s} {1000 * seconds / count:8.2f} {seconds / total:7.1%}")
     print(f"{'total':44s} {1000 * total / count:8.2f}")
@@ -122,17 +136,14 @@ def profile_step(shape, name, steps=20):
     Y = np.eye(shape.n_classes, dtype=np.float32)[y]
     n_conv = len(shape.conv_filters)
     print(f"\n{name}: {shape.label()}")
-    step_total = 0.0
+
+    def step(k):
+        rows = slice((k % 4) * shape.batch, (k % 4 + 1) * shape.batch)
+        loss_and_gradients(network, weights, Batch(X[rows], Y[rows]), ALPHA)
+
     # in a workspace, as in a fit: without it the steps' page faults count
     with _timed_ops() as totals, threadpool_limits(1), workspace():
-        for step in range(steps + 2):
-            rows = slice((step % 4) * shape.batch, (step % 4 + 1) * shape.batch)
-            if step == 2:
-                totals.clear()  # the first steps warm up
-                step_total = 0.0
-            start = time.perf_counter()
-            loss_and_gradients(network, weights, Batch(X[rows], Y[rows]), ALPHA)
-            step_total += time.perf_counter() - start
+        step_total = _timed_runs(step, steps, totals)
     parts = training_parts(shape.batch, network.max_values_per_sample())
     _print_table(
         f"One training step, batch {shape.batch} ({parts} part(s)), one thread, "
@@ -140,6 +151,7 @@ def profile_step(shape, name, steps=20):
         totals,
         step_total,
         steps,
+        "loss, L2, part sums, glue",
     )
     # prediction: one chunk as predict_proba computes it (no workspace)
     values = network.max_values_per_sample()
@@ -148,18 +160,16 @@ def profile_step(shape, name, steps=20):
     image_shape = X.shape[1:]
     passes = 5 * steps
     with _timed_ops() as totals, threadpool_limits(1):
-        for k in range(passes + 2):
-            if k == 2:
-                totals.clear()
-                predict_total = 0.0
-            start = time.perf_counter()
-            predict_rows(network, weights, flat, image_shape)
-            if k >= 2:
-                predict_total += time.perf_counter() - start
+        predict_total = _timed_runs(
+            lambda k: predict_rows(network, weights, flat, image_shape),
+            passes,
+            totals,
+        )
     _print_table(
         f"\nPredicting {chunk} images (one chunk, "
         f"{n_parts(chunk, values)} part(s)), one thread, mean of {passes}",
         totals,
         predict_total,
         passes,
+        "kernels, chunks, softmax, glue",
     )
