@@ -292,12 +292,13 @@ def predict_estimate(arch, n_samples, itemsize):
     return _predict_bytes(arch, n_samples, itemsize, rows, part_rows)
 
 
-def _part_rows(n_rows, arch, parts=n_parts):
-    """Rows in the largest of the ``parts(...)`` parts of ``n_rows`` rows (0
-    for no rows)."""
+def _part_rows(n_rows, arch, rule=n_parts):
+    """Rows in the largest part of ``n_rows`` rows split by ``rule``
+    (:func:`~skcnn._parallel.n_parts` or ``training_parts``; 0 for no
+    rows)."""
     if not n_rows:
         return 0
-    return -(-n_rows // parts(n_rows, arch.max_values_per_sample()))
+    return -(-n_rows // rule(n_rows, arch.max_values_per_sample()))
 
 
 def predict_bound(arch, n_samples, itemsize):
