@@ -85,8 +85,11 @@ def _covered(x_shape, out_shape, ph, pw):
 def avgpool_forward(x, ph, pw, need_cache=True):
     """Average-pool with a ``(ph, pw)`` window; trailing rows/columns dropped."""
     taps = _pool_taps(x, ph, pw)
-    out = ws.copy(taps[0])
-    for tap in taps[1:]:
+    if len(taps) == 1:
+        out = ws.copy(taps[0])
+    else:  # the first sum makes the output: no copy of a tap first
+        out = np.add(taps[0], taps[1], out=ws.empty(taps[0].shape, x.dtype))
+    for tap in taps[2:]:
         out += tap
     out *= out.dtype.type(1.0 / (ph * pw))
     return out, (x.shape if need_cache else None)

@@ -276,17 +276,24 @@ def test_per_channel_rows_view_the_map_and_tiles_match_broadcasting():
 @pytest.mark.parametrize("channels, filters", [(3, 4), (32, 32)])  # im2col, Winograd
 @pytest.mark.parametrize("pooling", ["max", "avg"])
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
-def test_batchnorm_block_at_inference_is_conv_norm_activation_pool(
-    channels, filters, pooling, activation
+@pytest.mark.parametrize(
+    "pool, batch_norm", [(1, False), (2, False), (3, False), (2, True)]
+)
+def test_block_at_inference_is_the_layer_as_defined(
+    channels, filters, pooling, activation, pool, batch_norm
 ):
-    # batch norm is folded into the convolution at inference, and a max-pool
-    # then runs first: the result must be the layer as defined, negative
-    # scales included (max does not commute with those before folding)
+    # A prediction takes shortcuts: batch norm folded into the convolution,
+    # a max-pool before the bias and activation, ReLU and average pooling
+    # before the bias too (relu(z + b) = max(z, -b) + b), no pooling at all
+    # in 1x1 windows. The result must be the layer as defined, with
+    # negative scales (max does not commute with those before folding) and
+    # biases of both signs.
     from skcnn._network import Design, build_network, initialize
 
     design = Design(
         conv_filters=(filters,),
-        batch_norm=True,
+        pool_size=pool,
+        batch_norm=batch_norm,
         pooling=pooling,
         activation=activation,
         padding="same",
@@ -294,25 +301,33 @@ def test_batchnorm_block_at_inference_is_conv_norm_activation_pool(
     )
     net = build_network((6, 6, channels), design, 2, "softmax")
     block = net.layers[0]
-    assert block.batch_norm and block.winograd == (channels == 32)
+    assert block.winograd == (channels == 32) and block.pool == (pool, pool)
     rng = np.random.default_rng(12)
     weights = initialize(net, np.random.RandomState(0), np.float64)
-    weights.scales[0][:] = rng.uniform(0.5, 2, filters) * rng.choice([-1, 1], filters)
     weights.intercepts[0][:] = rng.standard_normal(filters)
-    weights.means[0][:] = rng.standard_normal(filters)
-    weights.vars[0][:] = rng.uniform(0.1, 3, filters)
+    if batch_norm:
+        weights.scales[0][:] = rng.uniform(0.5, 2, filters) * rng.choice(
+            [-1, 1], filters
+        )
+        weights.means[0][:] = rng.standard_normal(filters)
+        weights.vars[0][:] = rng.uniform(0.1, 3, filters)
     x = rng.standard_normal((3, 6, 6, channels))
+    x_before = x.copy()
     out, cache = block.forward(weights, x, train=False)
     assert cache is None
+    np.testing.assert_array_equal(x, x_before)
     # by definition, in float64: convolution, normalization, activation, pool
     W = weights.coefs[0]
     padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     z = sum(
         padded[:, i : i + 6, j : j + 6] @ W[i, j] for i in range(3) for j in range(3)
     )
-    z = (z - weights.means[0]) / np.sqrt(weights.vars[0] + 1e-5)
-    z = z * weights.scales[0] + weights.intercepts[0]
+    if batch_norm:
+        z = (z - weights.means[0]) / np.sqrt(weights.vars[0] + 1e-5)
+        z = z * weights.scales[0]
+    z = z + weights.intercepts[0]
     z = np.maximum(z, 0) if activation == "relu" else np.tanh(z)
-    windows = z.reshape(3, 3, 2, 3, 2, filters)
+    side = 6 // pool
+    windows = z.reshape(3, side, pool, side, pool, filters)
     expected = windows.max(axis=(2, 4)) if pooling == "max" else windows.mean((2, 4))
     np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-12)
