@@ -128,7 +128,7 @@ def profile_step(shape, name, steps=20):
         loss_and_gradients,
         predict_rows,
     )
-    from skcnn._parallel import prediction_parts, training_parts
+    from skcnn._parallel import n_parts, training_parts
 
     network = shape.network()
     weights = initialize(network, np.random.RandomState(0), np.float32)
@@ -167,7 +167,7 @@ def profile_step(shape, name, steps=20):
         )
     _print_table(
         f"\nPredicting {chunk} images (one chunk, "
-        f"{prediction_parts(chunk, values)} part(s)), one thread, mean of {passes}",
+        f"{n_parts(chunk, values)} part(s)), one thread, mean of {passes}",
         totals,
         predict_total,
         passes,

@@ -25,7 +25,7 @@ from . import _engine
 from ._blocks import Standardize
 from ._image import resolve_image_shape
 from ._network import Design, build_network
-from ._parallel import blas_threads, prediction_parts, training_parts
+from ._parallel import blas_threads, n_parts, training_parts
 from ._params import check_augment, resolve_batch_size
 from ._sysmem import available_memory
 from ._winograd import chunk_share, values_per_image, weight_values
@@ -285,17 +285,17 @@ def predict_estimate(arch, n_samples, itemsize):
     # a chunk is split into parts, one part per thread alive at a time (the
     # threads never outnumber a chunk's parts, see predict_rows); the last,
     # shorter chunk's parts may be larger than a full one's, up to twice
-    parts = prediction_parts(chunk, values_per_sample)
+    parts = n_parts(chunk, values_per_sample)
     part_rows = max(_part_rows(chunk, arch), _part_rows(n_samples % chunk, arch))
     workers = min(parts, blas_threads())
     rows = min(n_samples, workers * part_rows)
     return _predict_bytes(arch, n_samples, itemsize, rows, part_rows)
 
 
-def _part_rows(n_rows, arch, rule=prediction_parts):
+def _part_rows(n_rows, arch, rule=n_parts):
     """Rows in the largest part of ``n_rows`` rows split by ``rule``
-    (:func:`~skcnn._parallel.prediction_parts` or ``training_parts``; 0 for
-    no rows)."""
+    (:func:`~skcnn._parallel.n_parts` or ``training_parts``; 0 for no
+    rows)."""
     if not n_rows:
         return 0
     return -(-n_rows // rule(n_rows, arch.max_values_per_sample()))

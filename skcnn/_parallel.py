@@ -182,27 +182,6 @@ def n_parts(n_rows, values_per_row):
     return _power_of_two(n_rows, (n_rows * values_per_row) // _MIN_VALUES_PER_PART)
 
 
-def prediction_parts(n_rows, values_per_row):
-    """How many parts to split a prediction chunk's ``n_rows`` rows into.
-
-    As :func:`n_parts`, but parts of at least 1.5 times as many values:
-    every NumPy call of a part releases the GIL and takes it back, and with
-    two threads taking it back often waits for the other thread (measured
-    ~3 us per call on 2 threads, where the call alone took 1.7 us), so
-    fewer, larger calls per image pay off more than in one thread. The
-    power of two rounds most networks' chunks (see
-    ``_engine.PREDICT_CHUNK_VALUES``) down to parts of 2^19 to 2^20 values
-    already; the rule takes the others (32x32x3 images, whose chunks split
-    into parts of exactly 2^19 values) to 2^20 as well. Measured in one
-    process, 2 threads, predict img/s: 32x32x3 images +12-14 %, with batch
-    norm +5-17 %; +3 % on 1 thread. Every other benchmark network gets the
-    same parts as before.
-    """
-    return _power_of_two(
-        n_rows, 2 * n_rows * values_per_row // (3 * _MIN_VALUES_PER_PART)
-    )
-
-
 def training_parts(n_rows, values_per_row):
     """How many parts to split a training step's ``n_rows`` rows into.
 

@@ -112,23 +112,6 @@ def test_training_parts():
             assert parts <= parallel.n_parts(n, values)
 
 
-def test_prediction_parts():
-    # at least 1.5 times _MIN_VALUES_PER_PART values per part
-    assert parallel.prediction_parts(64, 32768) == 2  # 32x32x3 images: 2.67
-    assert parallel.prediction_parts(128, 32768) == 4  # their 4M-value chunk
-    assert parallel.prediction_parts(37, 110592) == 4  # 64x64x3: 5.2
-    assert parallel.prediction_parts(193, 21632) == 4  # the reference net: 5.3
-    assert parallel.prediction_parts(96, 2**14) == 2  # exactly 2 parts' worth
-    assert parallel.prediction_parts(96, 2**14 - 1) == 1  # one value short
-    assert parallel.prediction_parts(3, 10**9) == 2  # at most one part per row
-    for n in range(1, 600, 7):
-        for values in (100, 5000, 28800, 10**6):
-            parts = parallel.prediction_parts(n, values)
-            assert parts & (parts - 1) == 0  # a power of two
-            assert parallel.training_parts(n, values) <= max(parts, 2)
-            assert parts <= parallel.n_parts(n, values)
-
-
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_training_splits_into_fewer_parts_than_prediction(monkeypatch, batch_norm):
     design = Design(conv_filters=(3,), hidden_layer_sizes=(5,), batch_norm=batch_norm)
@@ -137,10 +120,7 @@ def test_training_splits_into_fewer_parts_than_prediction(monkeypatch, batch_nor
     weights = initialize(arch, rng, np.float32)
     x = rng.uniform(size=(16, 8, 8, 1)).astype(np.float32)
     Y = np.eye(3, dtype=np.float32)[rng.randint(0, 3, 16)]
-    # parts of 4 rows' values: 24 rows are 6 parts' worth, 4 of at least
-    # 1.5 times that (prediction), 2 of at least twice (training)
-    x = rng.uniform(size=(24, 8, 8, 1)).astype(np.float32)
-    Y = np.eye(3, dtype=np.float32)[rng.randint(0, 3, 24)]
+    # parts of 4 rows' values: prediction in 4 parts, training in 2
     values = arch.max_values_per_sample()
     monkeypatch.setattr(parallel, "_MIN_VALUES_PER_PART", 4 * values)
     rows = []  # the images each convolution of a part gets
@@ -152,22 +132,23 @@ def test_training_splits_into_fewer_parts_than_prediction(monkeypatch, batch_nor
 
     monkeypatch.setattr(blocks, "conv2d_forward", counting)
     loss_and_gradients(arch, weights, Batch(x, Y), 0.0, 2)
-    assert rows == [12, 12]
-    rows.clear()
-    engine.predict_rows(arch, weights, x.reshape(24, -1), (8, 8, 1))
-    assert rows == [6, 6, 6, 6]
-    # 16 rows are 4 parts' worth: 2 of at least 1.5 times that
-    rows.clear()
-    engine.predict_rows(arch, weights, x[:16].reshape(16, -1), (8, 8, 1))
     assert rows == [8, 8]
+    rows.clear()
+    engine.predict_rows(arch, weights, x.reshape(16, -1), (8, 8, 1))
+    assert rows == [4, 4, 4, 4]
 
 
 def test_parts_do_not_depend_on_threads():
     # the split follows the data and architecture, never the thread limit
-    rules = (parallel.n_parts, parallel.prediction_parts, parallel.training_parts)
     with threadpool_limits(1):
-        one = [[rule(n, 5000) for rule in rules] for n in range(1, 600, 7)]
-    assert [[rule(n, 5000) for rule in rules] for n in range(1, 600, 7)] == one
+        one = [
+            (parallel.n_parts(n, 5000), parallel.training_parts(n, 5000))
+            for n in range(1, 600, 7)
+        ]
+    assert [
+        (parallel.n_parts(n, 5000), parallel.training_parts(n, 5000))
+        for n in range(1, 600, 7)
+    ] == one
 
 
 def test_blas_threads_ignores_skcnn_own_limit_held_by_another_thread():

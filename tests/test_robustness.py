@@ -234,5 +234,5 @@ def test_predict_memory_is_bounded():
         tracemalloc.stop()
     assert proba.shape == (100_000, 10)
     # the output alone is 4 MB; the working set of the prediction chunks is
-    # bounded by PREDICT_CHUNK_VALUES (16 MB per chunk), not by len(X)
+    # bounded by _PREDICT_CHUNK_VALUES (8 MB per chunk), not by len(X)
     assert peak < 40 * 2**20, f"peak {peak / 2**20:.0f} MB"
