@@ -4,9 +4,10 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 
-def strided_view(x, shape, strides, writeable=False):
-    """A view of ``x`` with ``shape`` and ``strides`` (bytes), read-only
-    unless ``writeable`` (then no two of its elements may share memory).
+def strided_view(x, shape, strides, writeable=False, offset=0):
+    """A view of ``x`` with ``shape`` and ``strides`` (bytes), starting
+    ``offset`` bytes into a C-contiguous ``x``; read-only unless
+    ``writeable`` (then no two of its elements may share memory).
 
     NumPy's ``as_strided`` builds the view through a Python-level array
     interface: several microseconds holding the GIL, which the threads
@@ -16,8 +17,10 @@ def strided_view(x, shape, strides, writeable=False):
     about one. The view must stay within ``x``, as all of skcnn's do.
     """
     if not x.flags.c_contiguous:
+        if offset:
+            raise ValueError("an offset needs a C-contiguous array")
         return as_strided(x, shape, strides, writeable=writeable)
-    view = np.ndarray(shape, dtype=x.dtype, buffer=x, strides=strides)
+    view = np.ndarray(shape, x.dtype, buffer=x, offset=offset, strides=strides)
     view.flags.writeable = writeable
     return view
 

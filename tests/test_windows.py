@@ -7,7 +7,9 @@ by NumPy's own reshape and transpose (not by skcnn's strided views).
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
+from reference import direct_correlation
 
+from skcnn import _layers as layers
 from skcnn._blocks import ConvBlock
 from skcnn._engine import Batch, loss_and_gradients, predict_rows
 from skcnn._layers import (
@@ -79,6 +81,38 @@ def test_conv2d_windows_match_pixel_order(case, winograd_tiles):
     none, got_dW = conv2d_backward(G_windowed, windowed_cache, W, stride, pads, False)
     assert none is None
     assert_allclose(got_dW, dW, rtol=0, atol=1e-10)
+
+
+# Few channels (kw * C < 16): the im2col copy reads the padded columns
+# split into stride * pw phases, or (runs too short) in one strided copy;
+# both ways on every case. Odd left pads, widths that no phase count
+# divides, oblong windows and kernels, strides 2 and 3, and windows of 1.
+PHASE_CASES = [
+    (2, 9, 11, 3, (3, 3), 1, ((1, 1), (2, 1)), (2, 2)),
+    (2, 12, 17, 2, (3, 3), 2, ((1, 0), (1, 1)), (2, 3)),
+    (3, 10, 10, 1, (2, 3), 3, ((0, 0), (1, 2)), (1, 1)),
+    (1, 10, 13, 3, (3, 5), 1, ((1, 1), (2, 2)), (3, 3)),
+    (2, 8, 9, 1, (3, 3), 2, ((1, 1), (1, 1)), (1, 2)),
+    (2, 64, 64, 3, (3, 3), 1, SAME, (2, 2)),
+]
+
+
+@pytest.mark.parametrize("case", PHASE_CASES)
+@pytest.mark.parametrize("phase_run", [1, 10**9])
+def test_few_channel_im2col_matches_direct_correlation(case, phase_run, monkeypatch):
+    monkeypatch.setattr(layers, "_PHASE_RUN", phase_run)
+    n, height, width, channels, kernel, stride, pads, windows = case
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, height, width, channels))
+    W = rng.standard_normal(kernel + (channels, 4))
+    expected = direct_correlation(x, W, stride, pads)
+    ph, pw = windows
+    out_hw = (expected.shape[1] // ph * ph, expected.shape[2] // pw * pw)
+    expected = expected[:, : out_hw[0], : out_hw[1]]
+    got, _ = conv2d_forward(x, W, stride, pads, out_hw, windows=windows)
+    assert_allclose(got, windowed(expected, ph, pw), rtol=0, atol=1e-12)
+    pixels, _ = conv2d_forward(x, W, stride, pads, out_hw)
+    assert_allclose(pixels, expected, rtol=0, atol=1e-12)
 
 
 def test_winograd_windows_are_2x2_only():
