@@ -15,8 +15,8 @@ shape, timed each repeat, the faster kept), the peak RSS increase over
 the loaded data of building the model and 11 training steps (each
 framework in a fresh subprocess, measured alike, PyTorch in NCHW), and
 the share of the GEMM ceiling reached: training FLOPs per image x
-images/s over the measured float32 GEMM peak. Repeats are interleaved
-between the frameworks; medians reported. Timing runs with glibc's
+images/s over the measured float32 GEMM peak. Each repeat measures every
+shape in turn, skcnn then PyTorch; medians reported. Timing runs with glibc's
 allocator thresholds pinned (see _allocator.py).
 PyTorch is optional. Output: tables, then one JSON line.
 """
@@ -319,48 +319,81 @@ def ratio(a, b):
 
 
 def measure(names, args, torch):
-    """{shape: {figure: {framework: median}}}; repeats interleaved."""
+    """{shape: {figure: {framework: median}}}.
+
+    Each repeat measures every shape in turn, skcnn then PyTorch: this
+    shared machine has slow spells of tens of seconds (skcnn's 32x32x3
+    prediction at 15,000 img/s for a minute, then 19,000 again, the code
+    and process unchanged), which with a shape's repeats back to back could
+    sink all of one shape's figures; interleaved, a spell spreads over
+    shapes and frameworks, and the medians drop it.
+    """
     steps = args.steps or (3 if args.quick else 30)
     repeats = args.repeats or (2 if args.quick else 5)
+    shapes = {name: _ShapeRuns(name, steps, args.quick, torch) for name in names}
+    for k in range(repeats):
+        started = time.perf_counter()
+        for runs in shapes.values():
+            runs.repeat()
+        print(f"repeat {k + 1} of {repeats} in {time.perf_counter() - started:.0f} s")
     results = {}
-    for name in names:
-        started, shape = time.perf_counter(), SHAPES[name]
-        X, y = random_data(shape, steps * shape.batch)
-        X_infer = random_data(shape, shape.n_infer // (10 if args.quick else 1), 1)[0]
-        Xt, yt = torch_tensors(torch, X, y) if torch else (None, None)
-        runs = {"train": ([], []), "infer": ([], [])}
-        # PyTorch's fastest settings: its inference candidates, found once,
-        # and the settings that won each repeat
-        candidates, won = None, {"train": [], "infer": []}
-        for _ in range(repeats):  # interleaved, so drift hits both alike
-            rate, clf = skcnn_train_rate(shape, X, y, steps)
-            runs["train"][0].append(rate)
-            if not shape.train_only:
-                runs["infer"][0].append(skcnn_infer_rate(clf, X_infer))
-            if torch:
-                rate, fmt, model = faster_format(
-                    partial(torch_train_rate, torch, shape, Xt, yt, steps)
-                )
-                runs["train"][1].append(rate)
-                won["train"].append(fmt)
-                if not shape.train_only:
-                    candidates = candidates or torch_candidates(torch, model, X_infer)
-                    rate, setting = torch_inference(torch, model, X_infer, candidates)
-                    runs["infer"][1].append(rate)
-                    won["infer"].append("{}/{}".format(*setting))
-        r = results[name] = {}
-        for figure, (ours, theirs) in runs.items():
-            ours, theirs = median(ours), median(theirs)
-            r[figure] = {"skcnn": ours, "pytorch": theirs, "ratio": ratio(ours, theirs)}
-        for figure, settings in won.items():  # the most frequent winner
-            most = max(settings, key=settings.count, default=None)
-            r[figure]["pytorch_format"] = most
+    for name, runs in shapes.items():
+        r = results[name] = runs.medians()
         ours, method = peak_memory("skcnn", name, args.threads)
         theirs = peak_memory("torch", name, args.threads)[0] if torch else float("nan")
         r["peak_mb"] = {"skcnn": ours, "pytorch": theirs, "ratio": ratio(ours, theirs)}
         r["peak_mb"]["method"] = method
-        print(f"measured {name} in {time.perf_counter() - started:.0f} s", flush=True)
     return results
+
+
+class _ShapeRuns:
+    """One shape's data and the rates its repeats measured."""
+
+    def __init__(self, name, steps, quick, torch):
+        self.shape, self.steps, self.torch = SHAPES[name], steps, torch
+        self.X, self.y = random_data(self.shape, steps * self.shape.batch)
+        n_infer = self.shape.n_infer // (10 if quick else 1)
+        self.X_infer = random_data(self.shape, n_infer, 1)[0]
+        self.Xt, self.yt = (
+            torch_tensors(torch, self.X, self.y) if torch else (None, None)
+        )
+        self.runs = {"train": ([], []), "infer": ([], [])}
+        # PyTorch's fastest settings: its inference candidates, found once,
+        # and the settings that won each repeat
+        self.candidates, self.won = None, {"train": [], "infer": []}
+
+    def repeat(self):
+        shape, runs = self.shape, self.runs
+        rate, clf = skcnn_train_rate(shape, self.X, self.y, self.steps)
+        runs["train"][0].append(rate)
+        if not shape.train_only:
+            runs["infer"][0].append(skcnn_infer_rate(clf, self.X_infer))
+        if self.torch:
+            torch = self.torch
+            rate, fmt, model = faster_format(
+                partial(torch_train_rate, torch, shape, self.Xt, self.yt, self.steps)
+            )
+            runs["train"][1].append(rate)
+            self.won["train"].append(fmt)
+            if not shape.train_only:
+                self.candidates = self.candidates or torch_candidates(
+                    torch, model, self.X_infer
+                )
+                rate, setting = torch_inference(
+                    torch, model, self.X_infer, self.candidates
+                )
+                runs["infer"][1].append(rate)
+                self.won["infer"].append("{}/{}".format(*setting))
+
+    def medians(self):
+        r = {}
+        for figure, (ours, theirs) in self.runs.items():
+            ours, theirs = median(ours), median(theirs)
+            r[figure] = {"skcnn": ours, "pytorch": theirs, "ratio": ratio(ours, theirs)}
+        for figure, settings in self.won.items():  # the most frequent winner
+            most = max(settings, key=settings.count, default=None)
+            r[figure]["pytorch_format"] = most
+        return r
 
 
 def main():
