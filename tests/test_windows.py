@@ -109,10 +109,22 @@ def test_few_channel_im2col_matches_direct_correlation(case, phase_run, monkeypa
     ph, pw = windows
     out_hw = (expected.shape[1] // ph * ph, expected.shape[2] // pw * pw)
     expected = expected[:, : out_hw[0], : out_hw[1]]
-    got, _ = conv2d_forward(x, W, stride, pads, out_hw, windows=windows)
+    got, cache = conv2d_forward(x, W, stride, pads, out_hw, windows=windows)
     assert_allclose(got, windowed(expected, ph, pw), rtol=0, atol=1e-12)
     pixels, _ = conv2d_forward(x, W, stride, pads, out_hw)
     assert_allclose(pixels, expected, rtol=0, atol=1e-12)
+    # the backward pass reads the cached rows: the convolution is linear in
+    # x and in W, so <dx, V> = <G, conv(V, W)> and <dW, U> = <G, conv(x, U)>
+    G = rng.standard_normal(expected.shape)
+    dx, dW = conv2d_backward(windowed(G, ph, pw).copy(), cache, W, stride, pads)
+    V, U = rng.standard_normal(x.shape), rng.standard_normal(W.shape)
+    crop = (slice(None), slice(out_hw[0]), slice(out_hw[1]))
+    assert np.isclose(
+        np.sum(dx * V), np.sum(G * direct_correlation(V, W, stride, pads)[crop])
+    )
+    assert np.isclose(
+        np.sum(dW * U), np.sum(G * direct_correlation(x, U, stride, pads)[crop])
+    )
 
 
 def test_winograd_windows_are_2x2_only():
