@@ -1,7 +1,10 @@
 """PyTorch timed at its best: its memory formats, and for inference the
-images per forward pass (shared by the benchmarks)."""
+images per forward pass (shared by the benchmarks); and bench_shapes's
+networks built, trained and timed in PyTorch."""
 
 import time
+
+import numpy as np
 
 # PyTorch's memory formats: the benchmark times each framework at its best,
 # and PyTorch's channels_last trains 3-color networks 1.3-1.6x faster than
@@ -64,3 +67,71 @@ def torch_inference(torch, model, X_infer, candidates):
     rates = {s: torch_infer_rate(torch, model, X_infer, *s) for s in candidates}
     best = max(rates, key=rates.get)
     return rates[best], best
+
+
+# --------------------------------------------- bench_shapes's networks
+
+
+def torch_model(torch, shape):
+    """skcnn's network in PyTorch: same layers, sizes and flatten order."""
+    nn = torch.nn
+
+    class FlattenHWC(nn.Module):
+        # skcnn flattens (height, width, channels); so must the dense input
+        def forward(self, x):
+            return x.permute(0, 2, 3, 1).flatten(1)
+
+    torch.manual_seed(0)
+    layers, channels = [], shape.image[2]
+    pad = 1 if shape.padding == "same" else 0  # Keras "same" for 3x3 kernels
+    for filters in shape.conv_filters:
+        bias = not shape.batch_norm  # batch norm's shift is the bias
+        layers.append(nn.Conv2d(channels, filters, 3, padding=pad, bias=bias))
+        if shape.batch_norm:
+            layers.append(nn.BatchNorm2d(filters, eps=1e-5))
+        pool = nn.MaxPool2d(2) if shape.pooling == "max" else nn.AvgPool2d(2)
+        layers += [nn.ReLU(), pool]  # floor mode, as skcnn
+        channels = filters
+    layers.append(FlattenHWC())
+    with torch.no_grad():  # the flat size, worked out by PyTorch itself
+        h, w, c = shape.image
+        n_in = nn.Sequential(*layers)(torch.zeros(1, c, h, w)).shape[1]
+    for n_out in shape.hidden_layer_sizes:
+        layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+        n_in = n_out
+    layers.append(nn.Linear(n_in, shape.n_classes))
+    return nn.Sequential(*layers)
+
+
+def torch_param_count(torch, shape):
+    return sum(p.numel() for p in torch_model(torch, shape).parameters())
+
+
+def torch_tensors(torch, X, y):
+    """NCHW copies of (n, H, W, C) images, as a PyTorch user would hold them."""
+    Xt = torch.from_numpy(np.ascontiguousarray(X.transpose(0, 3, 1, 2)))
+    return Xt, torch.from_numpy(y)
+
+
+def torch_steps(torch, model, opt, Xt, yt, batch, n_steps):
+    loss_fn = torch.nn.functional.cross_entropy
+    order = torch.randperm(len(Xt))  # shuffled, as skcnn's epochs are
+    for step in range(n_steps):
+        idx = order[step * batch : (step + 1) * batch]
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(Xt[idx]), yt[idx]).backward()
+        opt.step()
+
+
+def torch_train_rate(torch, shape, Xt, yt, n_steps, fmt="nchw"):
+    """(images/s of ``n_steps`` steps in ``fmt`` after a warm-up one, the
+    model)."""
+    memory_format = getattr(torch, TORCH_FORMATS[fmt])
+    model = torch_model(torch, shape).to(memory_format=memory_format)
+    Xt = Xt.contiguous(memory_format=memory_format)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    b = shape.batch
+    torch_steps(torch, model, opt, Xt[:b], yt[:b], b, 1)  # warm-up
+    start = time.perf_counter()
+    torch_steps(torch, model, opt, Xt, yt, b, n_steps)
+    return n_steps * b / (time.perf_counter() - start), model
