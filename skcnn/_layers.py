@@ -143,15 +143,18 @@ def _im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w, windows=None):
     phases = stride * pw if out_w // pw >= _PHASE_RUN else 1
     split = _column_phases(x, pads, phases)
     sn, sc, sh, _, sw = split.strides
+    # the output pixels of one window column, (ph, n, out_h / ph, out_w /
+    # pw): along a row, the next window's pixel is stride * pw padded
+    # columns on -- the next place of the same phase once split
     rows = (ph, n, out_h // ph, out_w // pw)
-    row_strides = (stride * sh, sn, ph * stride * sh, pw * stride * sw)
+    step = sw if phases > 1 else pw * stride * sw
+    row_strides = (stride * sh, sn, ph * stride * sh, step)
     cols_t = ws.empty((kh, kw, channels, ph, pw) + rows[1:], x.dtype)
     if phases == 1:  # one copy, of every tap and window column
         shape = (kh, kw, channels, ph, pw) + rows[1:]
         strides = (sh, sw, sc, stride * sh, stride * sw) + row_strides[1:]
         cols_t[...] = strided_view(split, shape, strides)
         return cols_t.reshape(kh * kw * channels, -1).T
-    row_strides = row_strides[:3] + (sw,)  # a phase's columns: contiguous
     for q in range(pw):
         for dx in range(kw):
             # output column pw * v + q reads padded column phases * v + s
