@@ -154,15 +154,15 @@ def _im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w, windows=None):
         shape = (kh, kw, channels, ph, pw) + rows[1:]
         strides = (sh, sw, sc, stride * sh, stride * sw) + row_strides[1:]
         cols_t[...] = strided_view(split, shape, strides)
-        return cols_t.reshape(kh * kw * channels, -1).T
-    for q in range(pw):
-        for dx in range(kw):
-            # output column pw * v + q reads padded column phases * v + s
-            s = stride * q + dx
-            phase, place = s % phases, s // phases
-            offset = (phase * split.shape[-1] + place) * split.itemsize
-            shape, strides = (kh, channels) + rows, (sh, sc) + row_strides
-            cols_t[:, dx, :, :, q] = strided_view(split, shape, strides, offset=offset)
+    else:  # one copy per tap column and window column
+        shape, strides = (kh, channels) + rows, (sh, sc) + row_strides
+        for q in range(pw):
+            for dx in range(kw):
+                # output column pw * v + q reads padded column phases * v + s
+                s = stride * q + dx
+                offset = ((s % phases) * split.shape[-1] + s // phases) * split.itemsize
+                view = strided_view(split, shape, strides, offset=offset)
+                cols_t[:, dx, :, :, q] = view
     return cols_t.reshape(kh * kw * channels, -1).T
 
 
