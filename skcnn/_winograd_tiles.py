@@ -111,6 +111,16 @@ _MATRICES = {
 # tiles' 36x36 ones ran 0.55-0.6x.
 SEPARABLE = {2: False, 3: True, 4: True, 5: True}
 
+# A 2x2 tiles' transform is one GEMM of a 16x16 (or 4x16) matrix by a
+# chunk's ``tiles * C`` columns, but OpenBLAS slows on long ones: (4x16) @
+# (16 x N) took 0.85 ns a column up to N = 8192 and 2.9 from 16384 (1
+# thread, float32; the operands outgrow a 1 MB L2 cache). So such a product
+# runs in pieces of at most this many columns. With average pooling (14x14
+# outputs, 64 filters: 15,680 columns a chunk) prediction ran +6 %; the
+# (64, 128) filters and training did not change. Separable transforms, in
+# pieces too, ran 7-8 % slower (more NumPy calls): they stay whole.
+_KRON_COLUMNS = 8192
+
 
 class _Transforms:
     """The tile transforms of F(m x m, 3x3) in one dtype: ``BT`` (a, a) and
@@ -136,8 +146,15 @@ class _Transforms:
         matrix = self.matrices[name]
         if self.separable:
             return _transform(matrix, src, out, stage, columns_first)
+        # (X kron X) @ the tiles, in near-equal pieces of columns
         rows, cols = matrix.shape
-        return np.matmul(matrix, src.reshape(cols, -1), out=out.reshape(rows, -1))
+        src, flat = src.reshape(cols, -1), out.reshape(rows, -1)
+        width = src.shape[1]
+        pieces = max(1, -(-width // _KRON_COLUMNS))
+        bounds = [width * k // pieces for k in range(pieces + 1)]
+        for a, b in zip(bounds, bounds[1:]):
+            np.matmul(matrix, src[:, a:b], out=flat[:, a:b])
+        return out
 
 
 # Made once: np.kron and the casts cost ~100 us, a call on a small part

@@ -10,6 +10,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from reference import direct_correlation
 
 from skcnn import _layers as layers
+from skcnn import _winograd_tiles
 from skcnn._blocks import ConvBlock
 from skcnn._engine import Batch, loss_and_gradients, predict_rows
 from skcnn._layers import (
@@ -63,7 +64,12 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_conv2d_windows_match_pixel_order(case, winograd_tiles):
+@pytest.mark.parametrize("kron_columns", [None, 7])
+def test_conv2d_windows_match_pixel_order(
+    monkeypatch, case, kron_columns, winograd_tiles
+):
+    if kron_columns:  # 2x2 tiles' transforms in pieces, into the blocks too
+        monkeypatch.setattr(_winograd_tiles, "_KRON_COLUMNS", kron_columns)
     n, height, width, channels, filters, k, stride, pads, out_hw, windows = case
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, height, width, channels))

@@ -6,7 +6,15 @@ import test_network
 from numpy.testing import assert_allclose, assert_array_equal
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from skcnn import CNNClassifier, _blocks, _engine, _layers, _parallel, _winograd
+from skcnn import (
+    CNNClassifier,
+    _blocks,
+    _engine,
+    _layers,
+    _parallel,
+    _winograd,
+    _winograd_tiles,
+)
 from skcnn._layers import conv2d_backward, conv2d_forward
 from skcnn._winograd import (
     WinogradCache,
@@ -112,9 +120,14 @@ def test_rule():
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("chunk_bytes", [None, 1])
-def test_gradients_match_im2col(monkeypatch, case, chunk_bytes, winograd_tiles):
+@pytest.mark.parametrize("kron_columns", [None, 7])
+def test_gradients_match_im2col(
+    monkeypatch, case, chunk_bytes, kron_columns, winograd_tiles
+):
     if chunk_bytes:  # one image per chunk
         monkeypatch.setattr(_winograd, "_CHUNK_BYTES", chunk_bytes)
+    if kron_columns:  # 2x2 tiles' transforms in pieces, the last one shorter
+        monkeypatch.setattr(_winograd_tiles, "_KRON_COLUMNS", kron_columns)
     n, height, width, channels, filters, pads, out_hw = case
     rng = np.random.default_rng(5)
     x = rng.standard_normal((n, height, width, channels))
