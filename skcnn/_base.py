@@ -10,7 +10,12 @@ and scored -- as MLPClassifier / MLPRegressor do over their common base.
 import copy
 from dataclasses import dataclass
 
-from sklearn.base import BaseEstimator, _fit_context
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import (
     _check_sample_weight,
@@ -60,8 +65,18 @@ class FitRequest:
     y_val: object = None
 
 
-class BaseCNN(TrainingLoop, ExportMixin, BaseEstimator):
-    """Parameters, fitting and prediction shared by the skcnn estimators."""
+class BaseCNN(
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    TrainingLoop,
+    ExportMixin,
+    BaseEstimator,
+):
+    """Parameters, fitting and prediction shared by the skcnn estimators.
+
+    The transformer mixins are bases here, not of the estimators: scikit-learn
+    wraps ``transform`` for ``set_output`` only in the class that defines it.
+    """
 
     _parameter_constraints: dict = PARAMETER_CONSTRAINTS
     _y_numeric = False  # regression targets are converted to floats

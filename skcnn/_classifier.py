@@ -2,12 +2,7 @@
 
 import numpy as np
 from scipy.special import expit, log_expit
-from sklearn.base import (
-    ClassifierMixin,
-    ClassNamePrefixFeaturesOutMixin,
-    TransformerMixin,
-    _fit_context,
-)
+from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.metrics import accuracy_score
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils.class_weight import compute_sample_weight
@@ -27,9 +22,7 @@ from ._params import CLASSIFIER_CONSTRAINTS
 from ._warn import warn
 
 
-class CNNClassifier(
-    ClassifierMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseCNN
-):
+class CNNClassifier(ClassifierMixin, BaseCNN):
     _parameter_constraints: dict = CLASSIFIER_CONSTRAINTS
 
     __doc__ = build_docstring(

@@ -1,12 +1,7 @@
 """CNNRegressor: a convolutional network with MLPRegressor's interface."""
 
 import numpy as np
-from sklearn.base import (
-    ClassNamePrefixFeaturesOutMixin,
-    RegressorMixin,
-    TransformerMixin,
-    _fit_context,
-)
+from sklearn.base import RegressorMixin, _fit_context
 from sklearn.metrics import r2_score
 
 from ._base import BaseCNN
@@ -14,9 +9,7 @@ from ._docs import build_docstring
 from ._image import validate_images
 
 
-class CNNRegressor(
-    RegressorMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseCNN
-):
+class CNNRegressor(RegressorMixin, BaseCNN):
     __doc__ = build_docstring(
         head="""Convolutional neural network regressor.
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sklearn
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import DataConversionWarning
 from sklearn.linear_model import Ridge
@@ -162,6 +163,26 @@ def test_transform_is_the_last_hidden_layer(Estimator):
     # fit_transform is fit then transform
     assert_array_equal(Estimator(**SMALL).fit_transform(X, y), est.set_params(
         hidden_layer_sizes=(8,)).fit(X, y).transform(X))  # fmt: skip
+
+
+@pytest.mark.parametrize("Estimator", [CNNClassifier, CNNRegressor])
+def test_transform_honours_set_output(Estimator):
+    # scikit-learn wraps only a transform defined by a _SetOutputMixin class:
+    # once, fit_transform gave a DataFrame and transform an ndarray
+    pd = pytest.importorskip("pandas")
+    X, y = _data()
+    if Estimator is CNNClassifier:
+        y = (y > 0).astype(int)
+    est = Estimator(**SMALL).set_output(transform="pandas")
+    fitted = est.fit_transform(X, y)
+    features = est.transform(X)
+    assert isinstance(fitted, pd.DataFrame) and isinstance(features, pd.DataFrame)
+    assert list(features.columns) == list(est.get_feature_names_out())
+    assert_array_equal(
+        features.to_numpy(), est.set_output(transform="default").transform(X)
+    )
+    with sklearn.config_context(transform_output="pandas"):
+        assert isinstance(Estimator(**SMALL).fit(X, y).transform(X), pd.DataFrame)
 
 
 def test_transform_without_hidden_layers_gives_the_conv_features():
