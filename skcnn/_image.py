@@ -156,14 +156,15 @@ def validate_images(est, X):
     Returns channels-last rows, whatever ``data_format``.
     """
     check_is_fitted(est)
-    X, sample_shape = split_images(X, est.data_format)
+    data_format = est._input_format()
+    X, sample_shape = split_images(X, data_format)
     check_sample_shape(sample_shape, est.image_shape_)
     dtype = est.coefs_[0].dtype
     if not _valid_as_is(est, X, dtype):
         X = validate_data(est, X, dtype=dtype, reset=False)
         check_magnitude(X)
     if sample_shape is None:
-        X = rows_to_channels_last(X, est.image_shape_, est.data_format)
+        X = rows_to_channels_last(X, est.image_shape_, data_format)
     return X
 
 

@@ -91,7 +91,7 @@ def _network_nodes(g, est):
         return g.node(op, [x]) if op else x
 
     height, width, channels = est.image_shape_
-    first = est.data_format == "channels_first"
+    first = est._input_format() == "channels_first"
     x = "X"  # rows in data_format order
     if weights.input_offset is not None:  # the input scaling, on the rows
         per_row = np.repeat if first else np.tile

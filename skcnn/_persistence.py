@@ -78,7 +78,8 @@ def save(estimator, path):
     from . import __version__
 
     check_is_fitted(estimator)
-    params = estimator.get_params()
+    # the values the model was built from, whatever set_params did since
+    params = {**estimator.get_params(), **estimator._fitted_params}
     if isinstance(params.get("class_weight"), dict):  # JSON keys must be strings
         params["class_weight"] = {"pairs": list(params["class_weight"].items())}
     if not (params["random_state"] is None or isinstance(params["random_state"], int)):
@@ -199,6 +200,7 @@ def load(path):
         for key, value in meta["fitted"].items():
             setattr(est, key, value)
         est.image_shape_ = tuple(est.image_shape_)
+        est._record_built_from()
         est._restore_target_state(meta, arrays)
         if meta["feature_names_in_"]:
             est.feature_names_in_ = np.asarray(meta["feature_names_in_"], dtype=object)
@@ -221,6 +223,12 @@ def load(path):
             b.shape != (s[-1],) for b, s in zip(est.intercepts_, expected)
         ):
             raise ValueError("weight shapes do not match the architecture")
+        filters = [(s[-1],) for s in expected[: len(est._net.conv_blocks)]]
+        for name in _ARRAY_LISTS[2:]:  # the batch norm's, one per conv block
+            values = getattr(est, name)
+            shapes = None if values is None else [a.shape for a in values]
+            if shapes != (filters if est.batch_norm else None):
+                raise ValueError(f"{name} does not match the architecture")
         if not all(np.isfinite(a).all() for a in est.coefs_ + est.intercepts_):
             raise ValueError("non-finite weights")
     except (KeyError, TypeError, ValueError) as exc:

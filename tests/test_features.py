@@ -279,3 +279,44 @@ def test_bad_augment(augment, images):
     X, y = images
     with pytest.raises(ValueError, match="augment must be"):
         CNNClassifier(augment=augment).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(conv_filters=(6,)),
+        dict(hidden_layer_sizes=(5,)),
+        dict(batch_norm=True),
+        dict(dropout=0.2),
+        dict(data_format="channels_first"),
+        dict(image_shape=(4, 16, 1)),
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_continued_fits_refuse_a_changed_architecture(images, change):
+    # warm_start and partial_fit train the fitted network: a parameter it
+    # was built from that changed since is refused, not silently ignored
+    X, y = images
+    name = next(iter(change))
+    for options, step in [
+        (dict(warm_start=True), lambda m: m.fit(X, y)),
+        ({}, lambda m: m.partial_fit(X, y, classes=np.unique(y))),
+    ]:
+        model = CNNClassifier(**BASE, **options)
+        step(model)
+        before = model.predict_proba(X)
+        model.set_params(**change)
+        with pytest.raises(ValueError, match=f"{name}=.*fitted with {name}="):
+            step(model)
+        # nothing changed; prediction still reads rows as fitted
+        assert_array_equal(model.predict_proba(X), before)
+        model.set_params(**{name: BASE.get(name, CNNClassifier().get_params()[name])})
+        step(model)  # set back: continues
+
+
+def test_continued_fit_accepts_the_same_values_written_differently(images):
+    X, y = images
+    model = CNNClassifier(**BASE, warm_start=True).fit(X, y)
+    model.set_params(conv_filters=[4], kernel_size=(3,), hidden_layer_sizes=[8])
+    model.fit(X, y)
+    assert model.coefs_[0].shape == (3, 3, 2, 4)

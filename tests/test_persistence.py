@@ -112,6 +112,39 @@ def test_tampered_weights(saved):
         skcnn.load(saved)
 
 
+@pytest.mark.parametrize(
+    "params",
+    [dict(batch_norm=True), dict(batch_norm=True, conv_filters=(3,))],
+    ids=["batch norm without its arrays", "and its arrays' shapes"],
+)
+def test_tampered_batch_norm(saved, images, params):
+    def change(meta, arrays):
+        meta["params"].update(params)
+        if "conv_filters" in params:  # the arrays, but for 2 filters
+            meta["arrays"].update(dict.fromkeys(["batch_norm_scales_"], 1))
+            arrays["batch_norm_scales_0"] = np.ones(2)
+
+    _rewrite(saved, change)
+    # refused at load, not a TypeError deep in the first predict
+    with pytest.raises(ValueError, match="corrupt or tampered.*batch_norm"):
+        skcnn.load(saved)
+
+
+def test_save_writes_the_fitted_architecture(images, tmp_path):
+    # set_params takes effect at the next fit: a model saved before it is
+    # the fitted one, and loads as such
+    X, y = images
+    est = CNNClassifier(**BASE).fit(X, y)
+    est.set_params(conv_filters=(5,), batch_norm=True, learning_rate_init=0.5)
+    est.save(tmp_path / "model.npz")
+    loaded = skcnn.load(tmp_path / "model.npz")
+    assert loaded.conv_filters == (3,) and loaded.batch_norm is False
+    assert loaded.learning_rate_init == 0.5  # not part of the model: as set
+    assert_array_equal(loaded.predict_proba(X), est.predict_proba(X))
+    # and it continues as the fitted network
+    loaded.partial_fit(X, y)
+
+
 def test_truncated_file(saved):
     data = saved.read_bytes()
     saved.write_bytes(data[: len(data) // 2])
