@@ -5,7 +5,7 @@ from scipy.special import expit, log_expit
 from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.metrics import accuracy_score
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.class_weight import compute_class_weight, compute_sample_weight
 from sklearn.utils.multiclass import (
     _check_partial_fit_first_call,
     check_classification_targets,
@@ -197,8 +197,20 @@ Examples
                 "a dict, e.g. from sklearn.utils.class_weight."
                 "compute_class_weight('balanced', classes=..., y=y_all)."
             )
+        if isinstance(self.class_weight, dict):
+            _check_class_weight_values(self.class_weight)
+        if incremental and y.ndim == 1 and isinstance(self.class_weight, dict):
+            # by the classes declared on the first call: compute_sample_weight
+            # asks for every weighted class in this chunk, which partial_fit
+            # does not (a chunk need not hold every class)
+            per_class = compute_class_weight(
+                self.class_weight, classes=self.classes_, y=y
+            )
+            weights = per_class[np.searchsorted(self.classes_, y)]
+        else:
+            weights = compute_sample_weight(self.class_weight, y)
         dtype = np.float64 if sample_weight is None else sample_weight.dtype
-        weights = compute_sample_weight(self.class_weight, y).astype(dtype)
+        weights = weights.astype(dtype)
         return weights if sample_weight is None else sample_weight * weights
 
     def _encode(self, y, first_pass, incremental):
@@ -387,3 +399,17 @@ Examples
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
         return tags
+
+
+def _check_class_weight_values(class_weight):
+    """A sample weight per class must be a finite, non-negative number: a
+    negative one would train away from its class, a NaN diverge."""
+    try:
+        values = np.asarray(list(class_weight.values()), dtype=np.float64)
+    except (TypeError, ValueError):
+        values = np.array([np.nan])
+    if not (np.isfinite(values).all() and (values >= 0).all()):
+        raise ValueError(
+            "class_weight must map classes to finite, non-negative numbers; "
+            f"got {class_weight!r}."
+        )

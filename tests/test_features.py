@@ -155,6 +155,38 @@ def test_class_weight_is_sample_weight_by_class(images):
         CNNClassifier(class_weight="balanced").partial_fit(X, y, classes=[0, 1, 2])
 
 
+def test_partial_fit_class_weight_on_chunks_without_a_weighted_class(images):
+    # a chunk need not hold every class: a dict weighs by the declared
+    # classes, where compute_sample_weight asked for every key in the chunk
+    X, y = images
+    first, later = np.arange(20), np.flatnonzero(y != 0)[-12:]
+    by_dict = CNNClassifier(**BASE, class_weight={0: 3.0, 2: 0.5})
+    by_sw = CNNClassifier(**BASE)
+    for rows in (first, later, later):
+        sw = np.choose(y[rows], [3.0, 1.0, 0.5])
+        by_dict.partial_fit(X[rows], y[rows], classes=[0, 1, 2])
+        by_sw.partial_fit(X[rows], y[rows], classes=[0, 1, 2], sample_weight=sw)
+    assert_allclose(by_dict.coefs_[0], by_sw.coefs_[0], rtol=1e-12)
+    # a key that is no class at all is still an error
+    with pytest.raises(ValueError, match="not in class_weight|class_weight"):
+        CNNClassifier(**BASE, class_weight={7: 2.0}).partial_fit(
+            X, y, classes=[0, 1, 2]
+        )
+
+
+@pytest.mark.parametrize("weight", [-1.0, np.nan, np.inf, "heavy"])
+def test_class_weight_values_must_be_sample_weights(images, weight):
+    # as sample_weight: a negative weight would train away from its class,
+    # a NaN or inf one diverge with a misleading message
+    X, y = images
+    for step in (
+        lambda m: m.fit(X, y),
+        lambda m: m.partial_fit(X, y, classes=[0, 1, 2]),
+    ):
+        with pytest.raises(ValueError, match="finite, non-negative numbers"):
+            step(CNNClassifier(**BASE, class_weight={0: weight}))
+
+
 def test_explicit_validation_set_and_best_weights(images):
     X, y = images
     X_val, y_val = X[::-1][:15], y[::-1][:15]
