@@ -11,6 +11,7 @@ import copy
 from dataclasses import dataclass, fields
 
 import numpy as np
+from scipy.sparse import issparse
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -318,6 +319,8 @@ class BaseCNN(
             multi_output=True,
             y_numeric=self._y_numeric,
         )
+        if issparse(y):  # a sparse indicator (MultiLabelBinarizer's): small
+            y = y.toarray()
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         check_magnitude(X)
@@ -352,7 +355,10 @@ class BaseCNN(
         validation = None
         if request.X_val is not None:
             X_val = validate_images(self, request.X_val)
-            y_val = self._check_validation_targets(request.y_val, X_val)
+            y_val = request.y_val
+            y_val = self._check_validation_targets(
+                y_val.toarray() if issparse(y_val) else y_val, X_val
+            )
             validation = ValidationSet(X_val, y_val)
         data = TrainingData(X, Y, sample_weight, y)
         interrupted = self._train(data, validation, incremental)

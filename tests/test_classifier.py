@@ -377,6 +377,24 @@ def test_coefs_are_the_live_parameters(images):
     assert_array_equal(clf.predict(X4), 0)
 
 
+def test_sparse_multilabel_targets_are_the_dense_ones():
+    # MultiLabelBinarizer(sparse_output=True) gives a sparse indicator:
+    # once a "setting an array element with a sequence" from numpy
+    from scipy.sparse import csr_matrix
+
+    X, Y = make_multilabel_classification(40, 16, n_classes=3, random_state=0)
+    X = X / X.max()
+    options = dict(conv_filters=(4,), max_iter=2, random_state=0)
+    dense = CNNClassifier(**options, early_stopping=True)
+    dense.fit(X, Y, X_val=X[:8], y_val=Y[:8])
+    sparse = CNNClassifier(**options, early_stopping=True)
+    sparse.fit(X, csr_matrix(Y), X_val=X[:8], y_val=csr_matrix(Y[:8]))
+    assert_array_equal(sparse.predict_proba(X), dense.predict_proba(X))
+    inc = CNNClassifier(**options).partial_fit(X, csr_matrix(Y), classes=np.arange(3))
+    inc.partial_fit(X, csr_matrix(Y))
+    assert inc.n_outputs_ == 3
+
+
 def test_multilabel_targets():
     X, Y = make_multilabel_classification(
         120, 16, n_classes=4, random_state=0, allow_unlabeled=False
