@@ -84,9 +84,21 @@ def _positive_ints(values, name, given):
     return tuple(int(v) for v in values)
 
 
+def _entries(value, name):
+    """A sequence parameter's entries (an array's too, even 0-d)."""
+    if isinstance(value, np.ndarray):
+        return tuple(value.ravel().tolist())
+    try:
+        return tuple(value)
+    except TypeError:  # a bool, a float, None...
+        raise ValueError(
+            f"{name} must be a positive int or a sequence of them; got {value!r}."
+        ) from None
+
+
 def layer_sizes(value, name):
     """A layer-size parameter (an int or a sequence of ints) as a tuple."""
-    sizes = (value,) if _is_int(value) else tuple(value)
+    sizes = (value,) if _is_int(value) else _entries(value, name)
     return _positive_ints(sizes, name, value)
 
 
@@ -94,7 +106,7 @@ def per_block(value, n_blocks, name):
     """An int for every conv block, or a sequence with one entry per block."""
     if _is_int(value):
         return _positive_ints((value,), name, value) * n_blocks
-    values = tuple(value)
+    values = _entries(value, name)
     if len(values) != n_blocks:
         raise ValueError(
             f"{name} has {len(values)} entries but there are {n_blocks} conv "
@@ -107,6 +119,8 @@ def check_image_shape(image_shape):
     """``image_shape``: None, (height, width) or (height, width, channels)."""
     if image_shape is None:
         return None
+    if isinstance(image_shape, np.ndarray) and image_shape.ndim == 1:
+        image_shape = image_shape.tolist()
     if (
         not isinstance(image_shape, (tuple, list))
         or len(image_shape) not in (2, 3)
@@ -125,13 +139,14 @@ def check_augment(augment):
         return None
     unknown = set(augment) - {"shift", "flip"}
     shift, flip = augment.get("shift", 0), augment.get("flip", False)
-    if unknown or not _is_int(shift) or shift < 0 or not isinstance(flip, bool):
+    flips = isinstance(flip, (bool, np.bool_))
+    if unknown or not _is_int(shift) or shift < 0 or not flips:
         raise ValueError(
             "augment must be None or a dict with keys 'shift' (an int >= 0, the "
             "largest shift in pixels) and 'flip' (bool, random horizontal "
             f"flips); got {augment!r}."
         )
-    return int(shift), flip
+    return int(shift), bool(flip)
 
 
 def resolve_batch_size(batch_size, n_samples):

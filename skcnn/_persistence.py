@@ -56,8 +56,8 @@ _ARRAYS = ["input_offset_", "input_scale_"]
 
 
 def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
+    if isinstance(value, (np.generic, np.ndarray)):  # an array parameter too
+        return _jsonable(value.tolist())
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):

@@ -9,6 +9,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.datasets import make_classification, make_multilabel_classification
 from sklearn.neural_network import MLPClassifier
 
+import skcnn
 import skcnn._engine as engine
 from skcnn import CNNClassifier
 
@@ -132,6 +133,43 @@ def test_bad_image_shape(image_shape, match):
     X = np.ones((4, 48))
     with pytest.raises(ValueError, match=match):
         CNNClassifier(image_shape=image_shape).fit(X, [0, 1, 0, 1])
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["conv_filters", "kernel_size", "pool_size", "strides", "hidden_layer_sizes"],
+)
+@pytest.mark.parametrize("value", [True, None, 2.0])
+def test_layer_size_parameters_must_be_ints(name, value, images):
+    # a bool is an int to Python: once "'bool' object is not iterable"
+    X, y = images
+    with pytest.raises(ValueError, match=name):
+        CNNClassifier(**{**SMALL, name: value}).fit(X, y)
+
+
+def test_array_parameters_mean_what_their_lists_do(images, tmp_path):
+    X, y = images
+    as_arrays = dict(
+        conv_filters=np.array(4),
+        kernel_size=np.array([3]),
+        hidden_layer_sizes=np.array([5]),
+        image_shape=np.array([6, 5]),
+        augment={"shift": 1, "flip": np.True_},
+    )
+    as_lists = dict(
+        conv_filters=4,
+        kernel_size=[3],
+        hidden_layer_sizes=[5],
+        image_shape=(6, 5),
+        augment={"shift": 1, "flip": True},
+    )
+    a = CNNClassifier(**{**SMALL, **as_arrays}).fit(X, y)
+    b = CNNClassifier(**{**SMALL, **as_lists}).fit(X, y)
+    assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    a.save(tmp_path / "model.npz")  # arrays are stored as lists
+    assert_array_equal(
+        skcnn.load(tmp_path / "model.npz").predict_proba(X), a.predict_proba(X)
+    )
 
 
 def test_image_shape_must_match_nd_input(images):
