@@ -372,6 +372,9 @@ Examples
         model would round it to 0 (and its log to -inf). Both sides come
         from the logit z: ``expit(-z)``, ``expit(z)``.
         """
+        if len(self.classes_) == 1 and not self._multilabel():
+            # fitted on one class: certain of it, one column as classes_ has
+            return np.full((len(X), 1), 0.0 if log else 1.0, self.coefs_[0].dtype)
         logits = self._forward(X, stop=len(self._net.layers))
         if self.out_activation_ == "softmax":
             return log_softmax(logits) if log else softmax(logits)

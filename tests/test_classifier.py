@@ -433,6 +433,20 @@ def test_sparse_multilabel_targets_are_the_dense_ones():
     assert inc.n_outputs_ == 3
 
 
+@pytest.mark.parametrize("label", [3, "cat"])
+def test_one_class_gives_one_probability_column(label, images):
+    # predict_proba's columns are classes_ (a two-column binary output
+    # for one class, as MLPClassifier gives, would not be)
+    X, _ = images
+    y = np.full(len(X), label, dtype=object if isinstance(label, str) else int)
+    clf = CNNClassifier(**SMALL).fit(X, y)
+    assert list(clf.classes_) == [label]
+    assert_array_equal(clf.predict_proba(X[:4]), np.ones((4, 1)))
+    assert_array_equal(clf.predict_log_proba(X[:4]), np.zeros((4, 1)))
+    assert list(clf.predict(X[:4])) == [label] * 4
+    assert clf.score(X, y) == 1.0
+
+
 def test_multilabel_targets():
     X, Y = make_multilabel_classification(
         120, 16, n_classes=4, random_state=0, allow_unlabeled=False
