@@ -8,9 +8,8 @@ and scored -- as MLPClassifier / MLPRegressor do over their common base.
 """
 
 import copy
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
-import numpy as np
 from scipy.sparse import issparse
 from sklearn.base import (
     BaseEstimator,
@@ -25,6 +24,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from . import _built_from as built_from
 from ._engine import predict_rows
 from ._export import ExportMixin
 from ._image import (
@@ -65,25 +65,6 @@ class FitRequest:
     classes: object = None  # partial_fit's classes (classifier)
     X_val: object = None  # fit's explicit early-stopping validation set
     y_val: object = None
-
-
-# The parameters a model is built from. ``fit`` keeps their values with the
-# model (``_fitted_params``): a warm start or ``partial_fit`` continues that
-# network and refuses changed ones, ``save`` writes them, and prediction
-# reads its rows in the fitted ``data_format`` whatever ``set_params`` did
-# since -- parameters take effect at the next fit, as in scikit-learn.
-BUILT_FROM = tuple(f.name for f in fields(Design)) + ("data_format", "image_shape")
-
-
-def _same(a, b):
-    """Whether two parameter values are equal (tuples, lists and arrays
-    compare by their elements)."""
-    try:
-        return bool(
-            np.array_equal(np.asarray(a, dtype=object), np.asarray(b, dtype=object))
-        )
-    except ValueError:  # shapes NumPy cannot hold in one array
-        return a == b
 
 
 class BaseCNN(
@@ -302,7 +283,7 @@ class BaseCNN(
         )
         check_augment(self.augment)
         if not first_pass:
-            self._check_built_from()
+            built_from.check_unchanged(self)
         X, sample_shape = split_images(request.X, self.data_format)
         if not first_pass:
             check_sample_shape(sample_shape, self.image_shape_)
@@ -370,7 +351,7 @@ class BaseCNN(
         self.n_outputs_ = n_outputs
         self.out_activation_ = self._out_activation()
         self.image_shape_ = tuple(image_shape)
-        self._record_built_from()
+        self._fitted_params = built_from.record(self)
         self._net = self._build_network()
         # before any weight is allocated: a flatten of a large map into a
         # dense layer can need more memory than the machine has
@@ -396,30 +377,6 @@ class BaseCNN(
             offset, scale = statistics[self.input_scaling](X, channels, sample_weight)
             self.input_offset_ = offset.astype(X.dtype)
             self.input_scale_ = scale.astype(X.dtype)
-
-    def _record_built_from(self):
-        """Keep the values of the parameters the model is built from."""
-        self._fitted_params = {k: copy.deepcopy(getattr(self, k)) for k in BUILT_FROM}
-
-    def _check_built_from(self):
-        """A continued fit trains the fitted network: the parameters it was
-        built from must still describe it."""
-        fitted = self._fitted_params
-        changed = [k for k in BUILT_FROM if not _same(getattr(self, k), fitted[k])]
-        if not changed:
-            return
-        design = {f.name for f in fields(Design)}
-        # the same network from values written differently (3 and (3,))
-        if set(changed) <= design and self._build_network() == self._net:
-            return
-        k = changed[0]
-        raise ValueError(
-            f"{k}={getattr(self, k)!r}, but this model was fitted with "
-            f"{k}={fitted[k]!r}: warm_start=True and partial_fit continue "
-            "training the fitted network, which the new value does not "
-            f"describe. Set {k} back, or call fit with warm_start=False to "
-            "build a new network."
-        )
 
     def _input_format(self):
         """The ``data_format`` prediction reads rows in: the fitted one."""

@@ -23,6 +23,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from . import _built_from as built_from
 from ._optimizers import make_optimizer
 
 FORMAT = "skcnn-model"
@@ -200,7 +201,7 @@ def load(path):
         for key, value in meta["fitted"].items():
             setattr(est, key, value)
         est.image_shape_ = tuple(est.image_shape_)
-        est._record_built_from()
+        est._fitted_params = built_from.record(est)
         est._restore_target_state(meta, arrays)
         if meta["feature_names_in_"]:
             est.feature_names_in_ = np.asarray(meta["feature_names_in_"], dtype=object)
