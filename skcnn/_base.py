@@ -47,6 +47,7 @@ from ._memory import (
 from ._network import Design, Weights, build_network, initialize
 from ._optimizers import make_optimizer
 from ._params import PARAMETER_CONSTRAINTS, check_augment
+from ._workspace import Workspace
 
 try:  # scikit-learn >= 1.9 has a callback API (progress bars, monitors)
     from sklearn.callback import CallbackSupportMixin as CallbackSupport
@@ -378,6 +379,29 @@ class BaseCNN(
             self.input_offset_ = offset.astype(X.dtype)
             self.input_scale_ = scale.astype(X.dtype)
 
+    def _kept_workspace(self, incremental):
+        """The workspace ``partial_fit`` keeps from call to call (None for
+        ``fit``, which makes its own and gives its memory back at the end).
+
+        Streaming data, a user calls ``partial_fit`` once per minibatch: a
+        workspace per call would fault its buffers in afresh at every step
+        (measured 2x slower than one call over the same minibatches on the
+        reference network, 1.6x with batch norm). The memory kept is one
+        step's working set; ``fit`` releases it, and it is neither pickled
+        nor copied: it is scratch, not the model.
+        """
+        if not incremental:
+            self._workspace = None
+            return None
+        if getattr(self, "_workspace", None) is None:
+            self._workspace = Workspace()
+        return self._workspace
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state.pop("_workspace", None)  # scratch memory, not the model
+        return state
+
     def _input_format(self):
         """The ``data_format`` prediction reads rows in: the fitted one."""
         return self._fitted_params["data_format"]
@@ -455,6 +479,6 @@ class BaseCNN(
 def _is_state(name):
     """Fitted state: public ``*_`` and private ``_*`` attributes, except the
     callbacks' (set by the user or by sklearn around the fit, never copied)."""
-    if name.startswith(("_skl_", "_callback", "_parent_callback")):
+    if name.startswith(("_skl_", "_callback", "_parent_callback", "_workspace")):
         return False
     return name.endswith("_") or name.startswith("_")

@@ -126,8 +126,14 @@ class TrainingLoop:
         n_threads = blas_threads()
         dropout = self._dropout_plan(data.X)
         # one workspace for the whole fit: each step's large arrays reuse the
-        # previous step's memory (see skcnn._workspace)
-        with single_threaded_blas(), InterruptAfterBatch() as interrupt, ws.workspace():
+        # previous step's memory (see skcnn._workspace); partial_fit's lives on
+        # from call to call
+        kept = self._kept_workspace(incremental)
+        with (
+            single_threaded_blas(),
+            InterruptAfterBatch() as interrupt,
+            ws.workspace(kept),
+        ):
             for epoch_index in range(n_epochs):
                 start = time.perf_counter()
                 rate = self._current_rate(

@@ -365,14 +365,18 @@ def format_bytes(n):
 
 
 def check_fit_memory(
-    est, arch, n_samples, dtype, *, new_model, new_optimizer, copy_bytes=0
+    est, arch, n_samples, dtype, *, new_model, new_optimizer, copy_bytes=0, held=0
 ):
-    """Raise MemoryError if the fit's estimated peak exceeds the free memory."""
+    """Raise MemoryError if the fit's estimated peak exceeds the free memory.
+
+    ``held``: bytes of the estimate the process holds already, out of the
+    free memory (the buffers ``partial_fit`` kept from its last call).
+    """
     itemsize = np.dtype(dtype).itemsize
     settings = dict(new_model=new_model, new_optimizer=new_optimizer)
     settings["copy_bytes"] = copy_bytes
     estimate = fit_estimate(est, arch, n_samples, itemsize, **settings)
-    available = _room_for(estimate.total)
+    available = _room_for(estimate.total - held)
     if available is None:
         return
 
@@ -380,7 +384,7 @@ def check_fit_memory(
         total = fit_estimate(
             est, arch, n_samples, itemsize, batch_size=batch, **settings
         ).total
-        return total <= _USABLE_FRACTION * available
+        return total - held <= _USABLE_FRACTION * available
 
     # the estimate grows with the batch size: bisect for the largest that fits
     low, high = 0, estimate.batch_size - 1
@@ -483,6 +487,7 @@ def check_memory_before_copy(est, X, sample_shape, dtype, plan):
         net = est._net
     same = getattr(X, "dtype", None) == dtype
     copy = 0 if same else n_samples * n_features * np.dtype(dtype).itemsize
+    kept = getattr(est, "_workspace", None) if incremental else None
     check_fit_memory(
         est,
         net,
@@ -491,4 +496,5 @@ def check_memory_before_copy(est, X, sample_shape, dtype, plan):
         new_model=first_pass,
         new_optimizer=not incremental,
         copy_bytes=copy,
+        held=0 if kept is None else kept.nbytes,
     )

@@ -16,7 +16,8 @@ current and the array is large, from NumPy otherwise. An array is handed
 out again once nothing references it any more -- not the array, nor any
 view of it -- which CPython's reference counts tell exactly: a cache still
 held by a part, or a result a caller kept, is never reused. The memory goes
-back when the fit ends.
+back when the fit ends -- except ``partial_fit``'s, which the estimator keeps
+for its next call (see ``BaseCNN._kept_workspace``).
 """
 
 import sys
@@ -179,13 +180,14 @@ class Workspace:
 
 
 @contextmanager
-def workspace():
-    """Make a new :class:`Workspace` current for the ``with`` block, unless
-    one already is (a nested fit step, say, shares its caller's)."""
+def workspace(kept=None):
+    """Make ``kept`` (or a new :class:`Workspace`) current for the ``with``
+    block, unless one already is (a nested fit step, say, shares its
+    caller's)."""
     if _current.get() is not None:
         yield _current.get()
         return
-    ws = Workspace()
+    ws = Workspace() if kept is None else kept
     token = _current.set(ws)
     try:
         yield ws

@@ -224,3 +224,98 @@ def test_predicting_no_rows_gives_no_rows():
     X = np.empty((0, 64), dtype=np.float32)
     out = predict_rows(clf._net, clf._weights(), X, clf.image_shape_)
     assert out.shape == (0, 1)
+
+
+def _streamed(clf, X, y, batch):
+    """One partial_fit call per minibatch, as streamed data is trained."""
+    for start in range(0, len(X), batch):
+        clf.partial_fit(
+            X[start : start + batch], y[start : start + batch], classes=[0, 1]
+        )
+        yield clf
+
+
+STREAMED = dict(
+    conv_filters=(16,),
+    hidden_layer_sizes=(8,),
+    padding="same",
+    max_iter=1,
+    random_state=0,
+)
+
+
+def test_partial_fit_keeps_its_workspace_from_call_to_call(monkeypatch):
+    # one call per minibatch: a workspace per call faulted its buffers in
+    # afresh every step (2x slower than one call over the same batches);
+    # the kept one serves every call and stops growing, and fit gives the
+    # memory back
+    spaces = _workspaces(monkeypatch)
+    X, y = _images(256, 2)
+    clf = CNNClassifier(**STREAMED)
+    held = [space.nbytes for c in _streamed(clf, X, y, 32) for space in spaces]
+    assert len(spaces) == 1 and clf._workspace is spaces[0]
+    assert held[0] > 0 and held[1:] == [held[1]] * 7
+    with pytest.warns(Warning):  # one epoch: not converged
+        clf.fit(X[:64], y[:64])
+    assert clf._workspace is None and len(spaces) == 2
+
+
+def test_the_kept_workspace_changes_no_result():
+    # its buffers hold the last call's values: none may leak into the next
+    X, y = _images(192, 2)
+    kept, fresh = CNNClassifier(**STREAMED), CNNClassifier(**STREAMED)
+    for _ in zip(_streamed(kept, X, y, 32), range(6)):
+        pass
+    for start in range(0, 192, 32):
+        fresh._workspace = None  # a new workspace every call
+        next(_streamed(fresh, X[start : start + 32], y[start : start + 32], 32))
+    for a, b in zip(kept.coefs_, fresh.coefs_):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(kept.predict_proba(X), fresh.predict_proba(X))
+
+
+def test_the_kept_workspace_is_not_part_of_the_model():
+    import copy
+    import pickle
+
+    X, y = _images(64, 2)
+    clf = CNNClassifier(**STREAMED)
+    for _ in _streamed(clf, X, y, 32):
+        pass
+    assert clf._workspace is not None
+    for copied in (pickle.loads(pickle.dumps(clf)), copy.deepcopy(clf)):
+        assert getattr(copied, "_workspace", None) is None
+        np.testing.assert_array_equal(copied.predict_proba(X), clf.predict_proba(X))
+        copied.partial_fit(X[:32], y[:32])  # makes its own
+        assert copied._workspace is not clf._workspace
+    # a failed call rolls the model back and leaves the workspace usable
+    kept = clf._workspace
+    with pytest.raises(ValueError, match="not in `classes_`"):
+        clf.partial_fit(X[:32], np.full(32, 5))
+    clf.partial_fit(X[:32], y[:32])
+    assert clf._workspace is kept
+
+
+def test_partial_fit_counts_the_memory_it_kept(monkeypatch):
+    # the memory check of a continued partial_fit counts the kept buffers
+    # as held already: otherwise a call that fits in memory, and did last
+    # time, would be refused
+    from skcnn import _memory
+    from skcnn._memory import fit_estimate
+
+    X, y = _images(64, 2)
+    clf = CNNClassifier(**STREAMED)
+    clf.partial_fit(X, y, classes=[0, 1])
+    held = clf._workspace.nbytes
+    total = fit_estimate(
+        clf, clf._net, len(X), 4, new_model=False, new_optimizer=False
+    ).total
+    assert 0 < held < total
+    monkeypatch.delenv("SKCNN_CHECK_MEMORY", raising=False)
+    monkeypatch.setattr(_memory, "_QUERY_ABOVE", 0)
+    available = int((total - held / 2) / _memory._USABLE_FRACTION)
+    monkeypatch.setattr(_memory, "available_memory", lambda: available)
+    clf.partial_fit(X, y)
+    clf._workspace = None  # without the kept buffers it would not fit
+    with pytest.raises(MemoryError, match="needs an estimated"):
+        clf.partial_fit(X, y)
