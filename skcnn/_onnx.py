@@ -154,7 +154,11 @@ def _classifier_outputs(g, est, x):
         index = g.node("ArgMax", [proba], axis=1, keepdims=0)
     else:
         p = g.node("Sigmoid", [x])
-        if est.n_outputs_ == 1:  # binary: [1 - p, p]
+        if len(classes) == 1:  # fitted on one class: certain of it
+            zero = g.node("Mul", [p, g.const([[0.0]])])
+            proba = g.node("Add", [zero, g.const([[1.0]])])
+            index = g.node("ArgMax", [proba], axis=1, keepdims=0)
+        elif est.n_outputs_ == 1:  # binary: [1 - p, p]
             proba = g.node("Concat", [g.node("Sub", [g.const([[1.0]]), p]), p], axis=1)
             index = g.node("ArgMax", [proba], axis=1, keepdims=0)
         else:  # multilabel: an indicator row per sample

@@ -37,13 +37,17 @@ ARCHITECTURES = {
 def _targets(labels, n):
     if labels == "multilabel":  # an indicator matrix, every column mixed
         return (np.arange(n)[:, None] // [1, 2, 4]) % 2
+    if labels == "one class":  # one probability column, of ones
+        return np.full(n, 7)
     y = np.arange(n) % (2 if labels == "binary" else 3)
     return np.array(["ant", "bee", "cow"])[y] if labels == "strings" else y
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
-@pytest.mark.parametrize("labels", ["ints", "strings", "binary", "multilabel"])
+@pytest.mark.parametrize(
+    "labels", ["ints", "strings", "binary", "multilabel", "one class"]
+)
 def test_onnx_matches_predict_proba(name, labels, dtype):
     rng = np.random.default_rng(0)
     X = rng.uniform(size=(40, 7, 9, 2)).astype(dtype)  # non-square, 2 ch
