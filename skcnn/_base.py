@@ -283,6 +283,8 @@ class BaseCNN(
             or (not self.warm_start and not incremental)
         )
         check_augment(self.augment)
+        if not incremental:  # before the memory check: fit makes its own
+            self._workspace = None
         if not first_pass:
             built_from.check_unchanged(self)
         X, sample_shape = split_images(request.X, self.data_format)
@@ -307,6 +309,8 @@ class BaseCNN(
             y = column_or_1d(y, warn=True)
         check_magnitude(X)
         y = self._check_targets(y)
+        # before the class weights: an unknown class gets the class check's error
+        Y = self._encode(y, first_pass, incremental)
         sample_weight = request.sample_weight
         if sample_weight is not None:
             sample_weight = _check_sample_weight(
@@ -327,7 +331,6 @@ class BaseCNN(
             image_shape = self.image_shape_
         if sample_shape is None:  # rows in data_format order
             X = rows_to_channels_last(X, image_shape, self.data_format)
-        Y = self._encode(y, first_pass, incremental)
         if first_pass:
             self._fit_input_scaling(X, image_shape[2], sample_weight)
             self._initialize(image_shape, Y.shape[1], dtype, X.shape[0])
@@ -391,7 +394,6 @@ class BaseCNN(
         nor copied: it is scratch, not the model.
         """
         if not incremental:
-            self._workspace = None
             return None
         if getattr(self, "_workspace", None) is None:
             self._workspace = Workspace()
@@ -401,6 +403,12 @@ class BaseCNN(
         state = dict(super().__getstate__())
         state.pop("_workspace", None)  # scratch memory, not the model
         return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if hasattr(self, "coefs_") and not hasattr(self, "_fitted_params"):
+            # pickled before the model kept them: its parameters built it
+            self._fitted_params = built_from.record(self)
 
     def _input_format(self):
         """The ``data_format`` prediction reads rows in: the fitted one."""

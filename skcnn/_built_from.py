@@ -14,6 +14,7 @@ from dataclasses import fields
 import numpy as np
 
 from ._network import Design
+from ._params import check_image_shape
 
 _DESIGN = tuple(f.name for f in fields(Design))
 BUILT_FROM = _DESIGN + ("data_format", "image_shape")
@@ -41,6 +42,8 @@ def check_unchanged(est):
     value would not describe."""
     fitted = est._fitted_params
     changed = [k for k in BUILT_FROM if not _same(getattr(est, k), fitted[k])]
+    if "image_shape" in changed and _describes(est.image_shape, est.image_shape_):
+        changed.remove("image_shape")  # (6, 6) for the (6, 6, 1) it inferred
     if not changed:
         return
     # the same network from values written differently (3 and (3,))
@@ -54,3 +57,13 @@ def check_unchanged(est):
         f"describe. Set {k} back, or call fit with warm_start=False to "
         "build a new network."
     )
+
+
+def _describes(image_shape, fitted_shape):
+    """Whether an ``image_shape`` parameter describes the fitted image shape
+    (None: whatever the data holds)."""
+    try:
+        shape = check_image_shape(image_shape)
+    except ValueError:
+        return False
+    return shape is None or shape == tuple(fitted_shape)[: len(shape)]

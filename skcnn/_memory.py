@@ -376,6 +376,7 @@ def check_fit_memory(
     settings = dict(new_model=new_model, new_optimizer=new_optimizer)
     settings["copy_bytes"] = copy_bytes
     estimate = fit_estimate(est, arch, n_samples, itemsize, **settings)
+    held = min(held, estimate.step)  # the kept buffers serve the step alone
     available = _room_for(estimate.total - held)
     if available is None:
         return

@@ -86,7 +86,7 @@ def _positive_ints(values, name, given):
 
 def _entries(value, name):
     """A sequence parameter's entries (an array's too, even 0-d)."""
-    if isinstance(value, np.ndarray):
+    if isinstance(value, np.ndarray) and value.ndim <= 1:
         return tuple(value.ravel().tolist())
     try:
         return tuple(value)

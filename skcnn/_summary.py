@@ -281,7 +281,7 @@ def _totals(rows, dtype):
 def _settings(est, dtype, fitted):
     if fitted:
         scaled = getattr(est, "input_offset_", None) is not None
-        value = getattr(est, "input_scaling", None) if scaled else None
+        value = est._fitted_params["input_scaling"] if scaled else None
         scaling = "none" if value is None else _SCALINGS.get(value, str(value))
         dtype_text = str(dtype)
     else:

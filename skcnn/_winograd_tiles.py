@@ -150,7 +150,10 @@ class _Transforms:
         rows, cols = matrix.shape
         src, flat = src.reshape(cols, -1), out.reshape(rows, -1)
         width = src.shape[1]
-        pieces = max(1, -(-width // _KRON_COLUMNS))
+        if width <= _KRON_COLUMNS:  # one piece: no loop (a small predict's)
+            np.matmul(matrix, src, out=flat)
+            return out
+        pieces = -(-width // _KRON_COLUMNS)
         bounds = [width * k // pieces for k in range(pieces + 1)]
         for a, b in zip(bounds, bounds[1:]):
             np.matmul(matrix, src[:, a:b], out=flat[:, a:b])

@@ -192,6 +192,9 @@ def workspace(kept=None):
     try:
         yield ws
     finally:
+        # this thread's pool goes back: a kept workspace serves the next
+        # call from any thread, without a pool per thread that ever called
+        ws.release()
         _current.reset(token)
 
 

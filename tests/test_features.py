@@ -167,6 +167,9 @@ def test_partial_fit_class_weight_on_chunks_without_a_weighted_class(images):
         by_dict.partial_fit(X[rows], y[rows], classes=[0, 1, 2])
         by_sw.partial_fit(X[rows], y[rows], classes=[0, 1, 2], sample_weight=sw)
     assert_allclose(by_dict.coefs_[0], by_sw.coefs_[0], rtol=1e-12)
+    # an unknown class gets the class check's error, not class_weight's
+    with pytest.raises(ValueError, match="not in `classes_`"):
+        by_dict.partial_fit(X[:3], [0, 1, 5])
     # a key that is no class at all is still an error
     with pytest.raises(ValueError, match="not in class_weight|class_weight"):
         CNNClassifier(**BASE, class_weight={7: 2.0}).partial_fit(
@@ -351,4 +354,6 @@ def test_continued_fit_accepts_the_same_values_written_differently(images):
     model = CNNClassifier(**BASE, warm_start=True).fit(X, y)
     model.set_params(conv_filters=[4], kernel_size=(3,), hidden_layer_sizes=[8])
     model.fit(X, y)
+    for shape in [(6, 5), (6, 5, 2)]:  # the image shape it inferred
+        model.set_params(image_shape=shape).fit(X, y)
     assert model.coefs_[0].shape == (3, 3, 2, 4)

@@ -120,9 +120,10 @@ def test_tampered_weights(saved):
 def test_tampered_batch_norm(saved, images, params):
     def change(meta, arrays):
         meta["params"].update(params)
-        if "conv_filters" in params:  # the arrays, but for 2 filters
-            meta["arrays"].update(dict.fromkeys(["batch_norm_scales_"], 1))
-            arrays["batch_norm_scales_0"] = np.ones(2)
+        if "conv_filters" in params:  # all three arrays, but for 2 filters
+            for name in ("scales", "means", "vars"):
+                meta["arrays"][f"batch_norm_{name}_"] = 1
+                arrays[f"batch_norm_{name}_0"] = np.ones(2)
 
     _rewrite(saved, change)
     # refused at load, not a TypeError deep in the first predict
@@ -143,6 +144,20 @@ def test_save_writes_the_fitted_architecture(images, tmp_path):
     assert_array_equal(loaded.predict_proba(X), est.predict_proba(X))
     # and it continues as the fitted network
     loaded.partial_fit(X, y)
+
+
+def test_a_model_pickled_before_it_kept_its_parameters(images, tmp_path):
+    # pickles made before the model kept the parameters it was built from
+    # (no _fitted_params): those parameters built it
+    X, y = images
+    est = CNNClassifier(**BASE).fit(X, y)
+    expected = est.predict_proba(X)
+    del est._fitted_params
+    old = pickle.loads(pickle.dumps(est))
+    assert old._fitted_params["conv_filters"] == (3,)
+    assert_array_equal(old.predict_proba(X), expected)
+    old.save(tmp_path / "model.npz")
+    old.partial_fit(X, y)
 
 
 def test_truncated_file(saved):

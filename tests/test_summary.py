@@ -291,6 +291,11 @@ def test_input_scaling_row():
         text = est.summary()
         assert f"Input scaling: {label}" in text
         assert "input scaling 6)" in text
+        # the fitted one, whatever set_params did since
+        other = "minmax" if scaling == "standard" else "standard"
+        assert (
+            f"Input scaling: {label}" in est.set_params(input_scaling=other).summary()
+        )
     est = cls(**{**FAST, **params}, input_scaling=None).fit(X, y)
     assert "Input scaling: none" in est.summary()
     assert "input scaling" not in [r.name for r in table_rows(est)]

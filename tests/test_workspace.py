@@ -288,12 +288,63 @@ def test_the_kept_workspace_is_not_part_of_the_model():
         np.testing.assert_array_equal(copied.predict_proba(X), clf.predict_proba(X))
         copied.partial_fit(X[:32], y[:32])  # makes its own
         assert copied._workspace is not clf._workspace
-    # a failed call rolls the model back and leaves the workspace usable
-    kept = clf._workspace
-    with pytest.raises(ValueError, match="not in `classes_`"):
-        clf.partial_fit(X[:32], np.full(32, 5))
+
+
+def test_a_call_that_fails_in_training_leaves_the_workspace_usable(monkeypatch):
+    import skcnn._loop as loop
+
+    X, y = _images(64, 2)
+    clf = CNNClassifier(**STREAMED)
+    for _ in _streamed(clf, X, y, 32):
+        pass
+    kept, before = clf._workspace, clf.predict_proba(X)
+    real = loop.loss_and_gradients
+
+    def fails_after_computing(*args, **kwargs):
+        real(*args, **kwargs)  # the step's arrays came from the workspace
+        raise RuntimeError("out of luck")
+
+    monkeypatch.setattr(loop, "loss_and_gradients", fails_after_computing)
+    with pytest.raises(RuntimeError, match="out of luck"):
+        clf.partial_fit(X[:32], y[:32])
+    np.testing.assert_array_equal(clf.predict_proba(X), before)  # rolled back
+    monkeypatch.setattr(loop, "loss_and_gradients", real)
     clf.partial_fit(X[:32], y[:32])
-    assert clf._workspace is kept
+    assert clf._workspace is kept and kept.n_pools == 1
+
+
+def test_calls_from_other_threads_share_the_kept_pools():
+    # a streaming consumer on a thread pool: each call's thread gives its
+    # pool back at the end, so the next call's (another) thread takes it,
+    # where a pool per thread that ever called would pile up
+    X, y = _images(64, 2)
+    clf = CNNClassifier(**STREAMED)
+    clf.partial_fit(X[:32], y[:32], classes=[0, 1])
+    held = clf._workspace.nbytes
+    for _ in range(4):
+        thread = threading.Thread(target=clf.partial_fit, args=(X[:32], y[:32]))
+        thread.start()
+        thread.join()
+    assert clf._workspace.n_pools == 1 and clf._workspace.nbytes == held
+
+
+def test_fit_gives_the_kept_memory_back_before_its_memory_check(monkeypatch):
+    from skcnn import _base
+
+    X, y = _images(64, 2)
+    clf = CNNClassifier(**STREAMED)
+    clf.partial_fit(X[:32], y[:32], classes=[0, 1])
+    seen = []
+    real = _base.check_memory_before_copy
+
+    def spy(est, *args):
+        seen.append(getattr(est, "_workspace", None))
+        return real(est, *args)
+
+    monkeypatch.setattr(_base, "check_memory_before_copy", spy)
+    with pytest.warns(Warning):  # one epoch: not converged
+        clf.fit(X, y)
+    assert seen == [None]
 
 
 def test_partial_fit_counts_the_memory_it_kept(monkeypatch):
