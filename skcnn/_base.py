@@ -7,7 +7,6 @@ and decoded, which output layer and loss, how a validation set is drawn
 and scored -- as MLPClassifier / MLPRegressor do over their common base.
 """
 
-import copy
 from dataclasses import dataclass
 
 from scipy.sparse import issparse
@@ -25,6 +24,7 @@ from sklearn.utils.validation import (
 )
 
 from . import _built_from as built_from
+from . import _rollback as rollback
 from ._engine import predict_rows
 from ._export import ExportMixin
 from ._image import (
@@ -252,13 +252,11 @@ class BaseCNN(
         """Validate, set up or reuse the state, train; on failure roll back."""
         # A failed call must leave the estimator as it was (or cleanly
         # unfitted): snapshot the fitted state, which is small next to the data.
-        saved = {k: copy.deepcopy(v) for k, v in vars(self).items() if _is_state(k)}
+        saved = rollback.snapshot(self)
         try:
             interrupted = self._fit_unguarded(request)
         except BaseException:
-            for k in [k for k in vars(self) if _is_state(k)]:
-                delattr(self, k)
-            vars(self).update(saved)
+            rollback.restore(self, saved)
             raise
         if interrupted:
             # Ctrl-C: the model is consistent (the weights of the last
@@ -482,11 +480,3 @@ class BaseCNN(
         if tags.transformer_tags is not None:
             tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
-
-
-def _is_state(name):
-    """Fitted state: public ``*_`` and private ``_*`` attributes, except the
-    callbacks' (set by the user or by sklearn around the fit, never copied)."""
-    if name.startswith(("_skl_", "_callback", "_parent_callback", "_workspace")):
-        return False
-    return name.endswith("_") or name.startswith("_")

@@ -183,6 +183,32 @@ def test_failed_fit_leaves_the_previous_model_usable(bad_call):
     assert len(est.loss_curve_) == len(state["loss_curve_"])
 
 
+def test_a_failed_partial_fit_restores_the_logs(monkeypatch):
+    # the logs a stream of partial_fit calls grows are copied, not deep
+    # copied, before a call: a failure after the epoch's entries were
+    # added must still take them out
+    from skcnn import _loop
+
+    est = CNNClassifier(**PARAMS)
+    for _ in range(3):
+        est.partial_fit(X4, Y, classes=[0, 1, 2])
+    logs = {k: list(getattr(est, k)) for k in ("loss_curve_", "history_")}
+    real = _loop.TrainingLoop._end_epoch
+
+    def ends_then_fails(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        raise RuntimeError("after the epoch's logs")
+
+    monkeypatch.setattr(_loop.TrainingLoop, "_end_epoch", ends_then_fails)
+    with pytest.raises(RuntimeError, match="epoch's logs"):
+        est.partial_fit(X4, Y)
+    assert est.loss_curve_ == logs["loss_curve_"]
+    assert est.history_ == logs["history_"]
+    monkeypatch.setattr(_loop.TrainingLoop, "_end_epoch", real)
+    est.partial_fit(X4, Y)
+    assert len(est.history_) == len(est.loss_curve_) == 4
+
+
 def test_divergence_stops_with_a_clear_error():
     est = CNNClassifier(**{**PARAMS, **DIVERGING})
     with pytest.raises(ValueError, match=r"diverged in epoch \d+.*learning_rate_init"):
