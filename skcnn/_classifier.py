@@ -224,6 +224,10 @@ Examples
             self._label_binarizer = LabelBinarizer().fit(
                 y if multilabel else self.classes_
             )
+        if incremental and y.ndim == 1 and not self._multilabel():
+            Y = _one_hot(y, self.classes_)
+            if Y is not None:
+                return Y
         classes = unique_labels(y)
         if not incremental:
             if set(classes) != set(self.classes_):
@@ -416,3 +420,26 @@ def _check_class_weight_values(class_weight):
             "class_weight must map classes to finite, non-negative numbers; "
             f"got {class_weight!r}."
         )
+
+
+def _one_hot(y, classes):
+    """``LabelBinarizer``'s encoding of labels ``y`` of the sorted
+    ``classes`` (one column for two classes), or None if a label is not one
+    of them or cannot be compared with them (the general path says why).
+
+    A stream of ``partial_fit`` calls encodes every minibatch: sklearn's
+    checks (``unique_labels``, ``label_binarize``) took ~0.5 ms a call, a
+    sixth of a 32-image step of the reference network.
+    """
+    if len(classes) < 2 or len(y) == 0:
+        return None
+    try:
+        index = np.minimum(np.searchsorted(classes, y), len(classes) - 1)
+        known = bool((classes[index] == y).all())
+    except (TypeError, ValueError):  # labels that do not compare
+        return None
+    if not known:
+        return None
+    Y = np.zeros((len(y), len(classes)), dtype=bool)
+    Y[np.arange(len(y)), index] = True
+    return Y[:, 1:] if len(classes) == 2 else Y

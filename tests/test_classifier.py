@@ -447,6 +447,50 @@ def test_one_class_gives_one_probability_column(label, images):
     assert clf.score(X, y) == 1.0
 
 
+@pytest.mark.parametrize(
+    "classes, y",
+    [
+        ([0, 1], [1, 0, 1, 1]),
+        ([0, 1, 2], [2, 0, 1, 1]),
+        (["ant", "bee"], ["bee", "bee", "ant"]),
+        (np.array(["a", "b", "c"], dtype=object), np.array(["c", "a"], dtype=object)),
+        ([False, True], [True, False]),
+        ([-3, 7, 10], [10, -3]),
+    ],
+)
+def test_streamed_labels_encode_as_label_binarizer_does(classes, y, monkeypatch):
+    from sklearn.preprocessing import LabelBinarizer
+
+    from skcnn import _classifier
+
+    classes, y = np.asarray(classes), np.asarray(y)
+    expected = LabelBinarizer().fit(classes).transform(y).astype(bool)
+    assert_array_equal(_classifier._one_hot(y, classes), expected)
+    # and a stream of partial_fit calls trains the same bits either way
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(len(y), 8, 8))
+    fast = CNNClassifier(**SMALL).partial_fit(X, y, classes=classes)
+    fast.partial_fit(X, y)
+    monkeypatch.setattr(_classifier, "_one_hot", lambda y, classes: None)
+    general = CNNClassifier(**SMALL).partial_fit(X, y, classes=classes)
+    general.partial_fit(X, y)
+    for a, b in zip(fast.coefs_, general.coefs_):
+        assert_array_equal(a, b)
+
+
+def test_streamed_labels_not_among_the_classes_get_the_class_error():
+    from skcnn._classifier import _one_hot
+
+    assert _one_hot(np.array([5]), np.array([0, 1, 2])) is None
+    assert _one_hot(np.array(["x"]), np.array([0, 1])) is None
+    rng = np.random.default_rng(0)
+    clf = CNNClassifier(**SMALL).partial_fit(
+        rng.uniform(size=(4, 8, 8)), [0, 1, 0, 1], classes=[0, 1]
+    )
+    with pytest.raises(ValueError, match="not in `classes_`"):
+        clf.partial_fit(rng.uniform(size=(2, 8, 8)), [1, 2])
+
+
 def test_multilabel_targets():
     X, Y = make_multilabel_classification(
         120, 16, n_classes=4, random_state=0, allow_unlabeled=False
