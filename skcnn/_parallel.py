@@ -278,9 +278,11 @@ class _Parts:
                 self.claimed += 1
                 self.busy += 1
             try:
-                value = self.fn(self.slices[k])
-                if after_part is not None:
-                    after_part()
+                try:
+                    value = self.fn(self.slices[k])
+                finally:  # a failed part's thread gives its pool back too
+                    if after_part is not None:
+                        after_part()
             except BaseException as exc:
                 self.fail(exc)
                 return

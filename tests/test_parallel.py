@@ -79,6 +79,23 @@ def test_a_failing_part_raises_in_the_caller_and_restores_blas():
     assert parallel.map_parts(lambda s: s.start, 8, 8, 3) == list(range(8))
 
 
+def test_a_failing_part_gives_its_pool_back():
+    # partial_fit keeps its workspace from call to call: a helper whose part
+    # raised must not keep a pool (and its buffers) out of the idle ones
+    from skcnn import _workspace as ws
+
+    def fn(s):
+        ws.empty((512, 256), np.float32)  # 512 kB: from this thread's pool
+        if s.start == 2:
+            raise ValueError("part 2")
+        return s.start
+
+    space = ws.Workspace()
+    with ws.workspace(space), pytest.raises(ValueError, match="part 2"):
+        parallel.map_parts(fn, 4, 4, 4)
+    assert len(space._idle) == space.n_pools
+
+
 def test_n_parts():
     assert parallel.n_parts(1, 10**9) == 1  # one row cannot be split
     assert parallel.n_parts(2, 10) == 1  # too little work
