@@ -61,7 +61,8 @@ def check_unchanged(est):
 
 def _describes(image_shape, fitted_shape):
     """Whether an ``image_shape`` parameter describes the fitted image shape
-    (None: whatever the data holds)."""
+    (None does: it takes whatever the data holds, and a continued fit reads
+    the fitted ``image_shape_``)."""
     try:
         shape = check_image_shape(image_shape)
     except ValueError:
