@@ -369,8 +369,7 @@ def check_fit_memory(
 ):
     """Raise MemoryError if the fit's estimated peak exceeds the free memory.
 
-    ``held``: bytes of the estimate the process holds already, out of the
-    free memory (the buffers ``partial_fit`` kept from its last call).
+    ``held``: bytes of it held already (``partial_fit``'s kept buffers).
     """
     itemsize = np.dtype(dtype).itemsize
     settings = dict(new_model=new_model, new_optimizer=new_optimizer)

@@ -415,24 +415,6 @@ def test_coefs_are_the_live_parameters(images):
     assert_array_equal(clf.predict(X4), 0)
 
 
-def test_sparse_multilabel_targets_are_the_dense_ones():
-    # MultiLabelBinarizer(sparse_output=True) gives a sparse indicator:
-    # once a "setting an array element with a sequence" from numpy
-    from scipy.sparse import csr_matrix
-
-    X, Y = make_multilabel_classification(40, 16, n_classes=3, random_state=0)
-    X = X / X.max()
-    options = dict(conv_filters=(4,), max_iter=2, random_state=0)
-    dense = CNNClassifier(**options, early_stopping=True)
-    dense.fit(X, Y, X_val=X[:8], y_val=Y[:8])
-    sparse = CNNClassifier(**options, early_stopping=True)
-    sparse.fit(X, csr_matrix(Y), X_val=X[:8], y_val=csr_matrix(Y[:8]))
-    assert_array_equal(sparse.predict_proba(X), dense.predict_proba(X))
-    inc = CNNClassifier(**options).partial_fit(X, csr_matrix(Y), classes=np.arange(3))
-    inc.partial_fit(X, csr_matrix(Y))
-    assert inc.n_outputs_ == 3
-
-
 @pytest.mark.parametrize("label", [3, "cat"])
 def test_one_class_gives_one_probability_column(label, images):
     # predict_proba's columns are classes_ (a two-column binary output
@@ -445,50 +427,6 @@ def test_one_class_gives_one_probability_column(label, images):
     assert_array_equal(clf.predict_log_proba(X[:4]), np.zeros((4, 1)))
     assert list(clf.predict(X[:4])) == [label] * 4
     assert clf.score(X, y) == 1.0
-
-
-@pytest.mark.parametrize(
-    "classes, y",
-    [
-        ([0, 1], [1, 0, 1, 1]),
-        ([0, 1, 2], [2, 0, 1, 1]),
-        (["ant", "bee"], ["bee", "bee", "ant"]),
-        (np.array(["a", "b", "c"], dtype=object), np.array(["c", "a"], dtype=object)),
-        ([False, True], [True, False]),
-        ([-3, 7, 10], [10, -3]),
-    ],
-)
-def test_streamed_labels_encode_as_label_binarizer_does(classes, y, monkeypatch):
-    from sklearn.preprocessing import LabelBinarizer
-
-    from skcnn import _classifier
-
-    classes, y = np.asarray(classes), np.asarray(y)
-    expected = LabelBinarizer().fit(classes).transform(y).astype(bool)
-    assert_array_equal(_classifier._one_hot(y, classes), expected)
-    # and a stream of partial_fit calls trains the same bits either way
-    rng = np.random.default_rng(0)
-    X = rng.uniform(size=(len(y), 8, 8))
-    fast = CNNClassifier(**SMALL).partial_fit(X, y, classes=classes)
-    fast.partial_fit(X, y)
-    monkeypatch.setattr(_classifier, "_one_hot", lambda y, classes: None)
-    general = CNNClassifier(**SMALL).partial_fit(X, y, classes=classes)
-    general.partial_fit(X, y)
-    for a, b in zip(fast.coefs_, general.coefs_):
-        assert_array_equal(a, b)
-
-
-def test_streamed_labels_not_among_the_classes_get_the_class_error():
-    from skcnn._classifier import _one_hot
-
-    assert _one_hot(np.array([5]), np.array([0, 1, 2])) is None
-    assert _one_hot(np.array(["x"]), np.array([0, 1])) is None
-    rng = np.random.default_rng(0)
-    clf = CNNClassifier(**SMALL).partial_fit(
-        rng.uniform(size=(4, 8, 8)), [0, 1, 0, 1], classes=[0, 1]
-    )
-    with pytest.raises(ValueError, match="not in `classes_`"):
-        clf.partial_fit(rng.uniform(size=(2, 8, 8)), [1, 2])
 
 
 def test_multilabel_targets():
