@@ -433,9 +433,12 @@ def _one_hot(y, classes):
     """
     if len(classes) < 2 or len(y) == 0:
         return None
+    numeric = "biuf"
+    if (classes.dtype.kind in numeric) != (y.dtype.kind in numeric):
+        return None  # numbers and strings (NumPy < 2 compares them as False)
     try:
         index = np.minimum(np.searchsorted(classes, y), len(classes) - 1)
-        known = bool((classes[index] == y).all())
+        known = bool(np.all(classes[index] == y))
     except (TypeError, ValueError):  # labels that do not compare
         return None
     if not known:
