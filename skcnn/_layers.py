@@ -11,7 +11,8 @@ cost of every GEMM that touches it).
 import numpy as np
 
 from . import _workspace as ws
-from ._strides import strided_view, window_view
+from ._im2col import blocks_weight_grad, im2col, im2col_few_channels, pad
+from ._strides import window_view
 from ._winograd import (
     WinogradCache,
     winograd_backward,
@@ -75,127 +76,8 @@ def per_channel(a, *vectors):
 
 
 # --------------------------------------------------------------------------
-# Convolution (im2col + one GEMM)
+# Convolution (im2col + one GEMM, or Winograd)
 # --------------------------------------------------------------------------
-
-
-def _pad(x, pads):
-    """``x`` in a zero border of ``pads = ((top, bottom), (left, right))``.
-
-    Zeros and one slice assignment: ``np.pad``'s Python overhead alone costs
-    several times this on the small per-part maps.
-    """
-    (top, bottom), (left, right) = pads
-    n, height, width, channels = x.shape
-    shape = (n, height + top + bottom, width + left + right, channels)
-    out = ws.zeros(shape, x.dtype)
-    out[:, top : top + height, left : left + width, :] = x
-    return out
-
-
-def _im2col(x, kh, kw, stride, out_h, out_w, windows=None):
-    """Rows of ``(kh * kw * C)`` input pixels, one per output pixel.
-
-    One copy into a ``(n, oh, ow, kh, kw, C)`` buffer, channels innermost, so
-    the GEMM reads it contiguously and the weights need no transpose: along
-    a kernel row the ``kw * C`` pixels are contiguous in ``x``, so one
-    strided view copies them in runs of ``kw * C``. With ``windows`` the
-    rows come in windowed order (see :func:`conv2d_forward`). For few
-    channels see :func:`_im2col_few_channels`.
-    """
-    n, _, _, channels = x.shape
-    sn, sh, sw, sc = x.strides
-    rows = _output_order(n, out_h, out_w, sn, sh * stride, sw * stride, windows)
-    view = strided_view(x, rows[0] + (kh, kw * channels), rows[1] + (sh, sc))
-    return ws.copy(view).reshape(n * out_h * out_w, kh * kw * channels)
-
-
-def _output_order(n, out_h, out_w, sn, sh, sw, windows):
-    """``(shape, strides)`` of the output pixels' axes in a strided view
-    whose image, row and column strides are ``sn, sh, sw``: ``(n, out_h,
-    out_w)``, or with ``windows = (ph, pw)`` the windowed order ``(ph, pw,
-    n, out_h / ph, out_w / pw)``."""
-    if windows is None:
-        return (n, out_h, out_w), (sn, sh, sw)
-    ph, pw = windows
-    return (ph, pw, n, out_h // ph, out_w // pw), (sh, sw, sn, ph * sh, pw * sw)
-
-
-def _im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w, windows=None):
-    """:func:`_im2col` of the zero-padded ``x``, for few channels.
-
-    Channels innermost, the copy would move runs of ``kw * C`` values (a
-    first layer's 3 or 9) -- slow. So ``x`` is padded channels-first, where
-    a tap's pixels along an image row are contiguous, and copied to a
-    ``(kh * kw * C, rows)`` buffer in runs along the output rows; its
-    transpose is returned (a Fortran-ordered view the GEMMs take as it is).
-    Measured 3-4 times faster on 3-channel images.
-
-    With a stride or ``windows = (ph, pw)`` (rows in windowed order, see
-    :func:`conv2d_forward`) a tap reads every ``stride * pw``-th padded
-    column, which NumPy copies one value at a time. Where the runs are long
-    (``_PHASE_RUN``), the padded columns come split into that many phases
-    instead (:func:`_column_phases`), in each of which a window column's tap
-    reads a contiguous run: ``kw * pw`` copies instead of one.
-    """
-    n, _, _, channels = x.shape
-    ph, pw = windows or (1, 1)
-    phases = stride * pw if out_w // pw >= _PHASE_RUN else 1
-    split = _column_phases(x, pads, phases)
-    sn, sc, sh, _, sw = split.strides
-    # the output pixels of one window column, (ph, n, out_h / ph, out_w /
-    # pw): along a row, the next window's pixel is stride * pw padded
-    # columns on -- the next place of the same phase once split
-    rows = (ph, n, out_h // ph, out_w // pw)
-    step = sw if phases > 1 else pw * stride * sw
-    row_strides = (stride * sh, sn, ph * stride * sh, step)
-    cols_t = ws.empty((kh, kw, channels, ph, pw) + rows[1:], x.dtype)
-    if phases == 1:  # one copy, of every tap and window column
-        shape = (kh, kw, channels, ph, pw) + rows[1:]
-        strides = (sh, sw, sc, stride * sh, stride * sw) + row_strides[1:]
-        cols_t[...] = strided_view(split, shape, strides)
-    else:  # one copy per tap column and window column
-        shape, strides = (kh, channels) + rows, (sh, sc) + row_strides
-        for q in range(pw):
-            for dx in range(kw):
-                # output column pw * v + q reads padded column phases * v + s
-                s = stride * q + dx
-                offset = ((s % phases) * split.shape[-1] + s // phases) * split.itemsize
-                view = strided_view(split, shape, strides, offset=offset)
-                cols_t[:, dx, :, :, q] = view
-    return cols_t.reshape(kh * kw * channels, -1).T
-
-
-# Output values per window column and row from which the few-channel im2col
-# splits the padded columns into phases (see _im2col_few_channels).
-# Measured against the one strided copy, windowed 3x3 convolutions of
-# 3-channel images, 1 thread: the im2col 1.4x faster on 64x64 images (runs
-# of 32), 1.9x on 128x128, 2.2x on 224x224. Whole networks, 2 threads,
-# predict img/s: +2 % on 64x64x3 images (+5 % on 1 thread), +10 % (and
-# training +11 %) on 128x128x3; but -3 % on 32x32x3 (runs of 16) and -4 %
-# on the reference network's 28x28x1 (13): there the kw * pw copies cost
-# more in NumPy calls than their runs save.
-_PHASE_RUN = 32
-
-
-def _column_phases(x, pads, phases):
-    """The zero-padded ``x`` channels-first, its columns split into
-    ``phases``: shape ``(n, C, rows, phases, places)``, ``[..., r, k]`` the
-    padded column ``phases * k + r`` (zeros past the padded width)."""
-    (top, bottom), (left, right) = pads
-    n, height, width, channels = x.shape
-    places = -(-(width + left + right) // phases)
-    split = ws.zeros((n, channels, height + top + bottom, phases, places), x.dtype)
-    x = x.transpose(0, 3, 1, 2)
-    for phase in range(phases):
-        first = (phase - left) % phases  # x's first column in this phase
-        if first < width:
-            place = (first + left) // phases
-            count = len(range(first, width, phases))
-            split[:, :, top : top + height, phase, place : place + count] = x[
-                ..., first::phases
-            ]
-    return split
 
 
 def conv2d_forward(
@@ -264,13 +146,18 @@ def conv2d_forward(
         return winograd_forward(x, W, pads, out_hw, need_cache, windowed, kernel)
     out_h, out_w = out_hw
     if kw * channels < 16:  # measured: runs of 16+ copy as fast channels-last
-        cols = _im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w, windows)
+        cols = im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w, windows)
     else:
         if top or bottom or left or right:
-            x = _pad(x, pads)
-        cols = _im2col(x, kh, kw, stride, out_h, out_w, windows)
-    out = ws.empty((cols.shape[0], filters), x.dtype)
-    np.matmul(cols, W.reshape(kh * kw * channels, filters), out=out)
+            x = pad(x, pads)
+        cols = im2col(x, kh, kw, stride, out_h, out_w, windows)
+    out = ws.empty((n * out_h * out_w, filters), x.dtype)
+    matrix = W.reshape(kh * kw * channels, filters)
+    if cols.ndim == 3:  # blocks, each (K, rows): see im2col_few_channels
+        blocks = out.reshape(len(cols), -1, filters)
+        np.matmul(cols.transpose(0, 2, 1), matrix, out=blocks)
+    else:
+        np.matmul(cols, matrix, out=out)
     if windows is None:
         out = out.reshape(n, out_h, out_w, filters)
     else:
@@ -296,7 +183,10 @@ def conv2d_backward(dout, cache, W, stride=1, pads=((0, 0), (0, 0)), need_dx=Tru
     kh, kw, channels, _ = W.shape
     # the weight gradient sums over the rows: their order does not matter
     d2 = dout.reshape(-1, filters)
-    dW = gil_free_dot(cols.T, d2).reshape(W.shape)
+    if cols.ndim == 3:  # blocks, each (K, rows): see im2col_few_channels
+        dW = blocks_weight_grad(cols, d2).reshape(W.shape)
+    else:
+        dW = gil_free_dot(cols.T, d2).reshape(W.shape)
     if not need_dx:
         return None, dW
     if windows is not None:

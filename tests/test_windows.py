@@ -9,8 +9,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from reference import direct_correlation
 
-from skcnn import _layers as layers
-from skcnn import _winograd_tiles
+from skcnn import _im2col, _winograd_tiles
 from skcnn._blocks import ConvBlock
 from skcnn._engine import Batch, loss_and_gradients, predict_rows
 from skcnn._layers import (
@@ -105,8 +104,15 @@ PHASE_CASES = [
 
 @pytest.mark.parametrize("case", PHASE_CASES)
 @pytest.mark.parametrize("phase_run", [1, 10**9])
-def test_few_channel_im2col_matches_direct_correlation(case, phase_run, monkeypatch):
-    monkeypatch.setattr(layers, "_PHASE_RUN", phase_run)
+# blocks of one output row, each block's weight-gradient product summed on
+# its own; and blocks of the default size, summed in one group
+@pytest.mark.parametrize("block_rows, product_values", [(1, 1), (256, 2**16)])
+def test_few_channel_im2col_matches_direct_correlation(
+    case, phase_run, block_rows, product_values, monkeypatch
+):
+    monkeypatch.setattr(_im2col, "_PHASE_RUN", phase_run)
+    monkeypatch.setattr(_im2col, "_BLOCK_ROWS", block_rows)
+    monkeypatch.setattr(_im2col, "_PRODUCT_VALUES", product_values)
     n, height, width, channels, kernel, stride, pads, windows = case
     rng = np.random.default_rng(3)
     x = rng.standard_normal((n, height, width, channels))
