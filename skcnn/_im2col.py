@@ -119,8 +119,9 @@ _BLOCK_ROWS = 256
 def _rows_per_block(height, width):
     """Rows of ``width`` output pixels per block: the most that divide
     ``height`` and hold at most ``_BLOCK_ROWS`` pixels (at least one)."""
-    fits = max(1, _BLOCK_ROWS // width)
-    return max(d for d in range(1, min(fits, height) + 1) if height % d == 0)
+    fits = max(1, _BLOCK_ROWS // max(width, 1))
+    divisors = (d for d in range(1, min(fits, height) + 1) if height % d == 0)
+    return max(divisors, default=1)
 
 
 # Output values per window column and row from which the few-channel im2col
@@ -156,7 +157,9 @@ def _column_phases(x, pads, phases):
 
 
 # Values of the (K, F) products of a few-channel im2col's blocks computed
-# at once: a bounded temporary, whatever the batch (see blocks_weight_grad).
+# at once (see blocks_weight_grad): a temporary of at most 256 kB in
+# float32 whatever the batch, one of the small ones _memory's headroom
+# allows for.
 _PRODUCT_VALUES = 2**16
 
 

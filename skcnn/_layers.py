@@ -127,8 +127,9 @@ def conv2d_forward(
     -------
     out : ndarray of shape (n, out_h, out_w, F), or windowed
     cache : tuple, or None without ``need_cache``
-        The im2col rows (possibly a Fortran-ordered view), the padded
-        input's shape and the windows, or a Winograd cache.
+        The im2col rows (for few channels, their blocks: see
+        :func:`~skcnn._im2col.im2col_few_channels`), the padded input's
+        shape and the windows, or a Winograd cache.
     """
     n, height, width, channels = x.shape
     (top, bottom), (left, right) = pads
