@@ -2,9 +2,17 @@
 
 import pytest
 from sklearn.utils import estimator_checks
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skcnn import CNNClassifier, CNNRegressor
+
+
+def parametrize_with_checks(estimators, **kwargs):
+    """sklearn's ``parametrize_with_checks``, its cases as a list: the
+    minimum version (1.6) passes pytest a generator, which pytest deprecates
+    (an error from pytest 10 on, in the minimum-versions suite)."""
+    mark = estimator_checks.parametrize_with_checks(estimators, **kwargs)
+    names, cases = mark.args
+    return pytest.mark.parametrize(names, list(cases), **mark.kwargs)
 
 
 # No expected_failed_checks: every check must pass with the defaults.
