@@ -53,6 +53,12 @@ def _output_order(n, out_h, out_w, sn, sh, sw, windows):
     return (ph, pw, n, out_h // ph, out_w // pw), (sh, sw, sn, ph * sh, pw * sw)
 
 
+# Below this many values a kernel row (kw * C), the im2col copies by
+# im2col_few_channels: measured, runs of 16 or more copy as fast
+# channels-last.
+FEW_CHANNELS = 16
+
+
 def im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w, windows=None):
     """:func:`im2col` of the zero-padded ``x``, for few channels, in blocks:
     shape ``(blocks, kh * kw * C, rows)``, ``[b].T`` the im2col rows of the
@@ -62,9 +68,10 @@ def im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w, windows=None):
     Channels innermost, the copy would move runs of ``kw * C`` values (a
     first layer's 3 or 9) -- slow. So ``x`` is padded channels-first, where
     a tap's pixels along an image row are contiguous, and copied in runs
-    along the output rows into blocks of ``rows`` pixels (up to
-    ``_BLOCK_ROWS``), taps outermost within a block. Measured 3-4 times
-    faster than the channels-last copy on 3-channel images. The GEMMs take
+    along the output rows into blocks of whole rows (about
+    ``_BLOCK_PIXELS`` pixels: see :func:`_rows_per_block`), taps outermost
+    within a block. Measured 3-4 times faster than the channels-last copy
+    on 3-channel images. The GEMMs take
     each block's transpose as it is: one ``(rows, K)`` Fortran-ordered
     operand a block, for which OpenBLAS's small-matrix kernels run
     1.4-1.8 times faster than one GEMM over all the rows (1 thread, K = 9
@@ -108,20 +115,24 @@ def im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w, windows=None):
                 offset = ((s % phases) * split.shape[-1] + s // phases) * split.itemsize
                 view = strided_view(split, shape, strides, offset=offset)
                 cols_t[:, dx, :, :, q] = view
-    return buffer.reshape(-1, kh * kw * channels, per_block * wide)
+    return buffer.reshape(ph * pw * n * blocks, kh * kw * channels, per_block * wide)
 
 
 # Output pixels per block of the few-channel im2col (see
-# _im2col_few_channels): whole output rows, as many as fit.
-_BLOCK_ROWS = 256
+# im2col_few_channels and _rows_per_block).
+_BLOCK_PIXELS = 256
 
 
 def _rows_per_block(height, width):
-    """Rows of ``width`` output pixels per block: the most that divide
-    ``height`` and hold at most ``_BLOCK_ROWS`` pixels (at least one)."""
-    fits = max(1, _BLOCK_ROWS // max(width, 1))
-    divisors = (d for d in range(1, min(fits, height) + 1) if height % d == 0)
-    return max(divisors, default=1)
+    """Rows of ``width`` output pixels per block (of a map or window plane
+    ``height`` rows high): the most that divide ``height`` and hold at most
+    ``_BLOCK_PIXELS`` pixels -- one row if even one holds more. Where no
+    divisor gives an eighth of that (a tall, narrow map of prime height),
+    the whole height: thousands of one-pixel GEMMs would cost far more in
+    calls than one long GEMM."""
+    fits = max(1, _BLOCK_PIXELS // width)
+    rows = max(d for d in range(1, min(fits, height) + 1) if height % d == 0)
+    return rows if rows * width >= _BLOCK_PIXELS // 8 else height
 
 
 # Output values per window column and row from which the few-channel im2col

@@ -11,7 +11,13 @@ cost of every GEMM that touches it).
 import numpy as np
 
 from . import _workspace as ws
-from ._im2col import blocks_weight_grad, im2col, im2col_few_channels, pad
+from ._im2col import (
+    FEW_CHANNELS,
+    blocks_weight_grad,
+    im2col,
+    im2col_few_channels,
+    pad,
+)
 from ._strides import window_view
 from ._winograd import (
     WinogradCache,
@@ -146,7 +152,7 @@ def conv2d_forward(
         windowed = windows is not None
         return winograd_forward(x, W, pads, out_hw, need_cache, windowed, kernel)
     out_h, out_w = out_hw
-    if kw * channels < 16:  # measured: runs of 16+ copy as fast channels-last
+    if kw * channels < FEW_CHANNELS:
         cols = im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w, windows)
     else:
         if top or bottom or left or right:
@@ -155,7 +161,7 @@ def conv2d_forward(
     out = ws.empty((n * out_h * out_w, filters), x.dtype)
     matrix = W.reshape(kh * kw * channels, filters)
     if cols.ndim == 3:  # blocks, each (K, rows): see im2col_few_channels
-        blocks = out.reshape(len(cols), -1, filters)
+        blocks = out.reshape(cols.shape[0], cols.shape[2], filters)
         np.matmul(cols.transpose(0, 2, 1), matrix, out=blocks)
     else:
         np.matmul(cols, matrix, out=out)

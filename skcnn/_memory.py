@@ -23,6 +23,7 @@ import numpy as np
 
 from . import _engine
 from ._blocks import Standardize
+from ._im2col import FEW_CHANNELS
 from ._image import resolve_image_shape
 from ._network import Design, build_network
 from ._parallel import blas_threads, n_parts, training_parts
@@ -61,11 +62,12 @@ def _block_sizes(block):
     """Values per sample: input, padded input, im2col, conv, pooled, one tap."""
     height, width, channels = block.in_shape
     (top, bottom), (left, right) = block.pads
-    padded = 0
-    if top or bottom or left or right:
-        padded = (height + top + bottom) * (width + left + right) * channels
-    conv_h, conv_w = block.conv_hw
     kh, kw = block.kernel
+    padded_h, padded_w = height + top + bottom, width + left + right
+    padded = padded_h * padded_w * channels if top or bottom or left or right else 0
+    if kw * channels < FEW_CHANNELS:  # padded either way, in column phases
+        padded = padded_h * (padded_w + block.stride * block.pool[1]) * channels
+    conv_h, conv_w = block.conv_hw
     cols = conv_h * conv_w * kh * kw * channels
     conv = conv_h * conv_w * block.filters
     tap = conv_h * conv_w * channels  # one kernel tap's share of dx
@@ -226,9 +228,7 @@ def fit_estimate(
     batch = batch_size or batch_size_for(est, n_samples)
     trainable, state, largest = _param_sizes(arch)
     solver_copies = 1 if est.solver == "sgd" else 2  # velocities; Adam's m, v
-    model = 0
-    if new_model:
-        model += 2 * state  # the weights and the best weights seen
+    model = 2 * state if new_model else 0  # the weights and their best copy
     if new_model or new_optimizer:
         model += solver_copies * trainable
     augment = check_augment(est.augment)
@@ -294,8 +294,7 @@ def predict_estimate(arch, n_samples, itemsize):
 
 def _part_rows(n_rows, arch, rule=n_parts):
     """Rows in the largest part of ``n_rows`` rows split by ``rule``
-    (:func:`~skcnn._parallel.n_parts` or ``training_parts``; 0 for no
-    rows)."""
+    (:func:`~skcnn._parallel.n_parts` or ``training_parts``), 0 for none."""
     if not n_rows:
         return 0
     return -(-n_rows // rule(n_rows, arch.max_values_per_sample()))

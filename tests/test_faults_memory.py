@@ -20,6 +20,9 @@ from numpy.testing import assert_array_equal
 
 import skcnn
 from skcnn import CNNClassifier, _base, _memory, _sysmem
+from skcnn import _workspace as ws
+from skcnn._layers import conv2d_forward
+from skcnn._network import Design, build_network
 
 ROOT = Path(skcnn.__file__).resolve().parents[1]
 MB = 10**6
@@ -321,6 +324,30 @@ def test_estimates_cover_the_measured_peak(name):
     # (one part per thread alive at once is the bound; a run whose pool
     # thread starts late holds only one part and measures half of it)
     assert predict_peak <= predict <= 4 * predict_peak, (predict_peak, predict)
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_block_sizes_cover_the_few_channel_im2col(padding, channels):
+    # the im2col of few channels copies the input padded channels-first --
+    # with "valid" padding too -- then the rows: what one conv2d_forward
+    # allocates must fit the estimate's padded input, im2col and output
+    n = 5
+    design = Design(conv_filters=(8,), padding=padding)
+    block = build_network((64, 64, channels), design, 3, "softmax").conv_blocks[0]
+    _, padded, cols, conv, _, _ = _memory._block_sizes(block)
+    x = np.random.default_rng(0).uniform(size=(n, 64, 64, channels))
+    W = np.ones(block.coef_shape)
+    tracemalloc.start()
+    try:
+        with ws.workspace():
+            conv2d_forward(
+                x, W, block.stride, block.pads, block.conv_hw, windows=block.windows()
+            )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= n * (padded + cols + conv) * x.itemsize * 1.05
 
 
 def test_available_memory_is_plausible():

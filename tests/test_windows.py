@@ -105,13 +105,16 @@ PHASE_CASES = [
 @pytest.mark.parametrize("case", PHASE_CASES)
 @pytest.mark.parametrize("phase_run", [1, 10**9])
 # blocks of one output row, each block's weight-gradient product summed on
-# its own; and blocks of the default size, summed in one group
-@pytest.mark.parametrize("block_rows, product_values", [(1, 1), (256, 2**16)])
+# its own; blocks of about 8 pixels, summed in groups of 3 to 41 blocks
+# (the last one short); and blocks of the default size, in one group
+@pytest.mark.parametrize(
+    "block_pixels, product_values", [(1, 1), (8, 500), (256, 2**16)]
+)
 def test_few_channel_im2col_matches_direct_correlation(
-    case, phase_run, block_rows, product_values, monkeypatch
+    case, phase_run, block_pixels, product_values, monkeypatch
 ):
     monkeypatch.setattr(_im2col, "_PHASE_RUN", phase_run)
-    monkeypatch.setattr(_im2col, "_BLOCK_ROWS", block_rows)
+    monkeypatch.setattr(_im2col, "_BLOCK_PIXELS", block_pixels)
     monkeypatch.setattr(_im2col, "_PRODUCT_VALUES", product_values)
     n, height, width, channels, kernel, stride, pads, windows = case
     rng = np.random.default_rng(3)
@@ -137,6 +140,41 @@ def test_few_channel_im2col_matches_direct_correlation(
     assert np.isclose(
         np.sum(dW * U), np.sum(G * direct_correlation(x, U, stride, pads)[crop])
     )
+
+
+def test_few_channel_blocks_in_float32():
+    # float32 end to end (the GEMMs' dtype), against float64's direct sum
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 64, 64, 3))
+    W = rng.standard_normal((3, 3, 3, 16))
+    expected = windowed(direct_correlation(x, W, 1, SAME), 2, 2)
+    got, cache = conv2d_forward(
+        x.astype(np.float32), W.astype(np.float32), 1, SAME, windows=(2, 2)
+    )
+    assert got.dtype == np.float32
+    assert_allclose(got, expected, rtol=0, atol=1e-4)
+    G = rng.standard_normal(got.shape).astype(np.float32)
+    _, dW = conv2d_backward(G, cache, W.astype(np.float32), 1, SAME, need_dx=False)
+    # float64's gradient, checked against the direct sum by the test above
+    _, cache64 = conv2d_forward(x, W, 1, SAME, windows=(2, 2))
+    _, expected_dW = conv2d_backward(G.astype(np.float64), cache64, W, 1, SAME, False)
+    assert dW.dtype == np.float32
+    assert_allclose(dW, expected_dW, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "height, width, rows",
+    [
+        (32, 32, 8),  # 256 pixels
+        (13, 13, 13),  # a whole 13x13 plane: 169
+        (14, 14, 14),
+        (26, 300, 1),  # one row holds more than 256
+        (1009, 1, 1009),  # prime and narrow: no 1-pixel blocks, one plane
+        (26, 26, 2),  # 52 pixels, past an eighth of 256
+    ],
+)
+def test_few_channel_blocks_hold_whole_rows(height, width, rows):
+    assert _im2col._rows_per_block(height, width) == rows
 
 
 def test_winograd_windows_are_2x2_only():
