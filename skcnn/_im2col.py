@@ -53,9 +53,8 @@ def _output_order(n, out_h, out_w, sn, sh, sw, windows):
     return (ph, pw, n, out_h // ph, out_w // pw), (sh, sw, sn, ph * sh, pw * sw)
 
 
-# Below this many values a kernel row (kw * C), the im2col copies by
-# im2col_few_channels: measured, runs of 16 or more copy as fast
-# channels-last.
+# A kernel row of fewer values than this (kw * C) is copied by
+# im2col_few_channels; runs of 16 or more copied as fast channels-last.
 FEW_CHANNELS = 16
 
 
@@ -71,15 +70,15 @@ def im2col_few_channels(x, pads, kh, kw, stride, out_h, out_w, windows=None):
     along the output rows into blocks of whole rows (about
     ``_BLOCK_PIXELS`` pixels: see :func:`_rows_per_block`), taps outermost
     within a block. Measured 3-4 times faster than the channels-last copy
-    on 3-channel images. The GEMMs take
-    each block's transpose as it is: one ``(rows, K)`` Fortran-ordered
-    operand a block, for which OpenBLAS's small-matrix kernels run
-    1.4-1.8 times faster than one GEMM over all the rows (1 thread, K = 9
-    and 27, 256 rows a block).
+    on 3-channel images. The GEMMs take each block's transpose as it is:
+    one ``(rows, K)`` Fortran-ordered operand a block, for which OpenBLAS's
+    small-matrix kernels run 1.4-1.8 times faster than one GEMM over all
+    the rows (1 thread, K = 9 and 27, 256 rows a block).
 
     With a stride or ``windows = (ph, pw)`` (rows in windowed order, see
-    :func:`~skcnn._layers.conv2d_forward`) a tap reads every ``stride * pw``-th padded
-    column, which NumPy copies one value at a time. Where the runs are long
+    :func:`~skcnn._layers.conv2d_forward`) a tap reads every
+    ``stride * pw``-th padded column, which NumPy copies one value at a
+    time. Where the runs are long
     (``_PHASE_RUN``), the padded columns come split into that many phases
     instead (:func:`_column_phases`), in each of which a window column's tap
     reads a contiguous run: ``kw * pw`` copies instead of one.
